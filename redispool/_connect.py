@@ -1,0 +1,165 @@
+"""Opening connections: one deadline, tenacity backoff with jitter, and a fail-fast circuit."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tenacity
+from redis.exceptions import AuthenticationError, AuthorizationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._tracking import inner
+from .errors import PoolError, PoolTimeout
+
+log = logging.getLogger("redispool")
+
+# Backoff between connect attempts of one caller: 50 ms doubling to 1 s, with up to
+# 50 ms of jitter so a herd of callers does not reconnect in lockstep.
+_backoff = tenacity.wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05)
+# While the circuit is open, at most one trial connect per this many seconds.
+PROBE_INTERVAL = 0.5
+
+
+def retryable(error: BaseException) -> bool:
+    """Errors that a later attempt may not meet: refused, reset, timed out.
+
+    Bad credentials and refused commands are final: retrying only delays the report.
+    """
+    if isinstance(error, (AuthenticationError, AuthorizationError, PoolError)):
+        return False
+    return isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError))
+
+
+class Circuit:
+    """Consecutive connect failures across all callers of one pool.
+
+    After failures have lasted ``fail_fast_after`` seconds the circuit opens: callers
+    that need a new connection get :class:`ServerUnavailable` at once instead of each
+    waiting out a connect timeout. A trial connect (background probe or a caller, at
+    most every ``PROBE_INTERVAL``) closes it again. Mutated under the pool lock.
+    """
+
+    __slots__ = ("failing_since", "failures", "is_open", "last_attempt", "last_error", "limit")
+
+    def __init__(self, fail_fast_after: float | None) -> None:
+        self.limit = fail_fast_after
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.is_open = False
+        self.last_attempt = 0.0
+        self.last_error: BaseException | None = None
+
+    def may_attempt(self, now: float) -> bool:
+        """True when a connect may be tried; claims the trial slot when the circuit is open."""
+        if not self.is_open:
+            return True
+        if now - self.last_attempt >= PROBE_INTERVAL:
+            self.last_attempt = now
+            return True
+        return False
+
+    def failed(self, now: float, error: BaseException) -> bool:
+        """Record a failure; True when this one opened the circuit."""
+        self.last_error = error
+        self.last_attempt = now
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = now
+        if (
+            not self.is_open
+            and self.limit is not None
+            and self.failures >= 2
+            and now - self.failing_since >= self.limit
+        ):
+            self.is_open = True
+            return True
+        return False
+
+    def succeeded(self) -> bool:
+        """Record a success; True when it closed an open circuit."""
+        was_open = self.is_open
+        self.failing_since = None
+        self.failures = 0
+        self.is_open = False
+        self.last_error = None
+        return was_open
+
+
+def connect_within(conn: Any, deadline: float | None) -> None:
+    """Connect ``conn`` once, bounding the TCP connect and the handshake by ``deadline``.
+
+    redis-py's own connect retries (8.x) are bypassed: the pool's backoff owns retries.
+    """
+    real = inner(conn)
+    saved_connect = getattr(real, "socket_connect_timeout", None)
+    saved_read = getattr(real, "socket_timeout", None)
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PoolTimeout("the acquire deadline passed before a connection could be opened")
+        real.socket_connect_timeout = _smaller(saved_connect, remaining)
+        real.socket_timeout = _smaller(saved_read, remaining)
+    try:
+        if conn is real and hasattr(real, "connect_check_health"):
+            real.connect_check_health(check_health=True, retry_socket_connect=False)
+        else:
+            conn.connect()
+    except TimeoutError:
+        real.disconnect()
+        raise RedisTimeoutError("Timeout connecting to server") from None
+    finally:
+        if deadline is not None:
+            real.socket_connect_timeout = saved_connect
+            real.socket_timeout = saved_read
+            sock = getattr(real, "_sock", None)
+            if isinstance(sock, socket.socket):
+                sock.settimeout(saved_read)
+
+
+def _smaller(configured: float | None, remaining: float) -> float:
+    return remaining if configured is None else min(configured, remaining)
+
+
+def open_with_backoff(
+    attempt: Callable[[], Any],
+    deadline: float | None,
+    circuit_check: Callable[[], None],
+) -> Any:
+    """Call ``attempt`` until it succeeds, a final error occurs, or ``deadline`` passes.
+
+    ``circuit_check`` runs before every attempt and raises :class:`ServerUnavailable`
+    when the pool is failing fast.
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        delay = float(_backoff(state))
+        if deadline is None:
+            return delay
+        return max(0.0, min(delay, deadline - time.monotonic()))
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return deadline is not None and time.monotonic() >= deadline - 0.001
+
+    def guarded() -> Any:
+        circuit_check()
+        return attempt()
+
+    retrying = tenacity.Retrying(
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception(retryable),
+        reraise=True,
+        before_sleep=lambda s: log.debug(
+            "connect attempt %d failed (%s); retrying", s.attempt_number, _outcome(s)
+        ),
+    )
+    return retrying(guarded)
+
+
+def _outcome(state: tenacity.RetryCallState) -> object:
+    return state.outcome.exception() if state.outcome is not None else None
