@@ -28,7 +28,8 @@ BACKOFF_JITTER = 0.05
 
 def backoff(attempt: int) -> float:
     """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""
-    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1)) + random.uniform(0, BACKOFF_JITTER)
+    growth: float = BACKOFF_FIRST * 2.0 ** (attempt - 1)
+    return min(BACKOFF_MAX, growth) + random.uniform(0, BACKOFF_JITTER)
 
 
 # While the circuit is open, at most one trial connect per this many seconds.
