@@ -88,6 +88,9 @@ class Segment:
     errors: dict[str, int]  # exception class name -> count
 
 
+# Seconds an interrupted run waits for each worker to finish its command in hand.
+STOP_GRACE = 5.0
+
 # The calling thread's acquire-wait list, filled by the get_connection wrapper.
 _samples = threading.local()
 
@@ -255,23 +258,32 @@ def _drive(
         try:
             barrier.wait()
             outcome = _work(client, workload, keys, per_thread[index], deadline_box[0], control, index)
+        except Exception:
+            if control.stop:
+                return  # the run was aborted under us (barrier broken, pool closed): not news
+            raise
         finally:
             _samples.waits = None
         with lock:
             results.append((outcome[0], outcome[1], waits, outcome[2]))
 
-    # Daemon threads: if the driver is interrupted, the process can still exit.
-    pool_threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for thread in pool_threads:
+    # Daemon threads: even if one never returns, the process can still exit.
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in workers:
         thread.start()
     start = time.perf_counter()
     deadline_box.append(start + workload.duration if workload.duration is not None else float("inf"))
-    barrier.wait()
     try:
-        for thread in pool_threads:
+        barrier.wait()
+        for thread in workers:
             thread.join()
     except BaseException:
-        control.stop = True  # Ctrl-C while joining: let the workers wind down
+        # Ctrl-C: stop the workers and let them finish the command in hand before the
+        # caller closes the pool, so none of them trips over a closed socket.
+        control.stop = True
+        barrier.abort()
+        for thread in workers:
+            thread.join(timeout=STOP_GRACE)
         raise
     seconds = time.perf_counter() - start
     ops = sum(r[0] for r in results)

@@ -365,8 +365,7 @@ def _target(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[str,
 
 
 def _say(text: str, progress: Progress) -> None:
-    progress.finish()
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    progress.note(f"{PROG}: {text}")
 
 
 # ---------------------------------------------------------------------- entry point
