@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import redis
 
 import redispool
 from redispool import _size, _workload
-from redispool._server import INSTALL_HINT, RedisServer, free_port
+from redispool._server import INSTALL_HINT, RedisServer, ServerNotFound, free_port
 from redispool.cli import main
 
 TINY = ["--ops", "40", "--rounds", "1", "--keys", "20", "--value-size", "16"]
@@ -395,3 +397,38 @@ def test_bench_includes_client_once_it_exists(
     assert client_row["label"] == "redispool.Client"
     assert client_row["ops"] == 40 and client_row["errors"] == 0
     assert client_row["acquires"] == 40  # its pool's get_connection was instrumented too
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
+    """A private server that also listens with TLS (self-signed certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    tls_port = free_port()
+    try:
+        server = RedisServer(
+            "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-auth-clients", "no",
+        )  # fmt: skip
+    except ServerNotFound as error:
+        pytest.skip(str(error))
+    with server:
+        yield server, tls_port
+
+
+def test_doctor_over_tls(tls_server: tuple[RedisServer, int], capsys: pytest.CaptureFixture[str]) -> None:
+    _, tls_port = tls_server
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none"
+    assert main(["doctor", url, "--pings", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "TLS yes" in out and "over 2 PINGs" in out
+    # Plain text to the TLS port is not Redis talking back: one sentence, exit 1.
+    assert main(["doctor", f"redis://127.0.0.1:{tls_port}/0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("redispool: ") and err.count("\n") == 1 and "Traceback" not in err
