@@ -421,7 +421,7 @@ class ConnectionPool(redis.ConnectionPool):
                 if waiter.error is not None:
                     raise waiter.error
                 if waiter.conn is not None and self._options.leak_warning_after is not None:
-                    waiter.conn._rp_meta.stack = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+                    waiter.conn._rp_meta.stack = _borrow_stack()
                 return waiter.conn
         if warn:
             log.warning("%s", error)
@@ -482,7 +482,7 @@ class ConnectionPool(redis.ConnectionPool):
         if self._options.leak_warning_after is not None:
             meta.borrowed_at = self._clock()
             meta.warned = False
-            meta.stack = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+            meta.stack = _borrow_stack()
 
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
@@ -1032,6 +1032,17 @@ def _reclaimer(pool_ref: weakref.ref[ConnectionPool], meta: _Meta) -> Callable[[
             pool._reclaimed.append(meta)  # deque.append is atomic; take no lock here
 
     return lost
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _borrow_stack() -> traceback.StackSummary:
+    """The caller's stack, without redispool's own frames, for leak warnings."""
+    frames = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+    return traceback.StackSummary.from_list(
+        [f for f in frames if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
+    )
 
 
 def _format_stack(meta: _Meta) -> str:
