@@ -7,8 +7,9 @@ overrides the pool's.
 
 from __future__ import annotations
 
-import redispool
 from _common import redis_url
+
+import redispool
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 
 import redis
+from _common import redis_url
 
 import redispool
-from _common import redis_url
 
 
 def main() -> None:
