@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._options import PoolOptions
 from ._pool import ConnectionPool
+from ._sentinel import SentinelConnectionPool
 from ._stats import ConnectionInfo
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
 
@@ -20,6 +21,7 @@ __all__ = [
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "SentinelConnectionPool",
     "ServerUnavailable",
     "TooManyWaiters",
     "__version__",
@@ -28,3 +30,4 @@ __all__ = [
 ConnectionPool.__module__ = "redispool"
 ConnectionInfo.__module__ = "redispool"
 PoolOptions.__module__ = "redispool"
+SentinelConnectionPool.__module__ = "redispool"
