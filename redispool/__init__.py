@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._cluster import ClusterClient, cluster_pool_class
 from ._options import PoolOptions
 from ._pool import ConnectionPool
 from ._sentinel import SentinelConnectionPool
@@ -15,6 +16,7 @@ BlockingConnectionPool = ConnectionPool
 
 __all__ = [
     "BlockingConnectionPool",
+    "ClusterClient",
     "ConnectionInfo",
     "ConnectionPool",
     "PoolClosed",
@@ -25,9 +27,11 @@ __all__ = [
     "ServerUnavailable",
     "TooManyWaiters",
     "__version__",
+    "cluster_pool_class",
 ]
 
 ConnectionPool.__module__ = "redispool"
 ConnectionInfo.__module__ = "redispool"
 PoolOptions.__module__ = "redispool"
 SentinelConnectionPool.__module__ = "redispool"
+ClusterClient.__module__ = "redispool"

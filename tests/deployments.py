@@ -52,6 +52,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.02)  # a starting deployment sends no event to wait on
 
 
+def cluster_info(client: redis.Redis) -> dict[str, str]:
+    reply = client.execute_command("CLUSTER INFO")
+    if isinstance(reply, dict):  # parsed by redis-py >= 6
+        return {str(k): str(v) for k, v in reply.items()}
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
 def admin(port: int, **kwargs: Any) -> redis.Redis:
     """A plain redis-py client (no redispool) for setting up and inspecting a server."""
     kwargs.setdefault("socket_timeout", 5)
@@ -198,35 +206,43 @@ class ClusterDeployment:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}"
 
-    def node_of_slot(self, slot: int) -> int:
-        """Index of the node that owns ``slot``, as the first node sees it."""
-        for start, end, primary, *_ in admin(self.nodes[0].port).execute_command("CLUSTER SLOTS"):
-            if start <= slot <= end:
-                return [n.port for n in self.nodes].index(int(primary[1]))
-        raise AssertionError(f"slot {slot} is not served")
+    def node_of_slot(self, slot: int, ask: int = 0) -> int:
+        """Index of the node that owns ``slot``, as node ``ask`` sees it."""
+        owner = self._owner(ask, slot)
+        if owner is None:
+            raise AssertionError(f"slot {slot} is not served")
+        return owner
 
-    def migrate_slot(self, slot: int, target: int) -> int:
-        """Move ``slot`` and its keys to node ``target`` the way redis-cli does; returns
-        the number of keys moved."""
+    def start_migration(self, slot: int, target: int) -> int:
+        """Mark ``slot`` IMPORTING on node ``target`` and MIGRATING on its owner, as
+        redis-cli does; returns the owner's index."""
         source = self.node_of_slot(slot)
-        src, dst = admin(self.nodes[source].port), admin(self.nodes[target].port)
-        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.ids[source])
-        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.ids[target])
-        moved = 0
-        while True:
-            keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
-            if not keys:
-                break
+        with admin(self.nodes[target].port) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.ids[source])
+        with admin(self.nodes[source].port) as src:
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.ids[target])
+        return source
+
+    def move_keys(self, source: int, target: int, keys: list[str]) -> None:
+        with admin(self.nodes[source].port) as src:
             src.execute_command("MIGRATE", "127.0.0.1", self.nodes[target].port, "", 0, 5000, "KEYS", *keys)
-            moved += len(keys)
-        for i in [target, source, *(i for i in range(len(self.nodes)) if i not in (source, target))]:
-            admin(self.nodes[i].port).execute_command("CLUSTER SETSLOT", slot, "NODE", self.ids[target])
+
+    def finish_migration(self, slot: int, source: int, target: int) -> None:
+        """Move the keys left in ``slot``, then give it to ``target`` on every node."""
+        with admin(self.nodes[source].port) as src:
+            while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                self.move_keys(source, target, [k.decode() if isinstance(k, bytes) else k for k in keys])
+        others = [i for i in range(len(self.nodes)) if i not in (source, target)]
+        for i in [target, source, *others]:
+            with admin(self.nodes[i].port) as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", self.ids[target])
         everywhere = range(len(self.nodes))
         wait_for(lambda: all(self._owner(i, slot) == target for i in everywhere), 10, "the slot to move")
-        return moved
 
     def _owner(self, node: int, slot: int) -> int | None:
-        for start, end, primary, *_ in admin(self.nodes[node].port).execute_command("CLUSTER SLOTS"):
+        with admin(self.nodes[node].port) as client:
+            ranges = client.execute_command("CLUSTER SLOTS")
+        for start, end, primary, *_ in ranges:
             if start <= slot <= end:
                 return [n.port for n in self.nodes].index(int(primary[1]))
         return None
@@ -245,7 +261,9 @@ def cluster_deployment(masters: int = 3) -> Iterator[ClusterDeployment]:
         "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
         "--cluster-require-full-coverage", "no",
     ]  # fmt: skip
-    nodes = [RedisServer(*args) for _ in range(masters)]
+    # The bus port defaults to port + 10000, which may be taken or beyond 65535: pick one.
+    bus_ports = [free_port() for _ in range(masters)]
+    nodes = [RedisServer(*args, "--cluster-port", str(bus)) for bus in bus_ports]
     try:
         for node in nodes:
             node.start()
@@ -256,12 +274,12 @@ def cluster_deployment(masters: int = 3) -> Iterator[ClusterDeployment]:
         for i, client in enumerate(clients):
             client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
             client.execute_command("CLUSTER ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
-        for node in nodes[1:]:
-            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        for node, bus in zip(nodes[1:], bus_ports[1:], strict=True):
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
 
         def agreed() -> bool:
             for client in clients:
-                info = client.cluster_info()
+                info = cluster_info(client)
                 if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != masters:
                     return False
                 if int(info["cluster_slots_ok"]) != SLOTS:
