@@ -408,7 +408,9 @@ def make_certificates(directory: str | os.PathLike[str]) -> Certificates:
     )
 
 
-def tls_server(certs: Certificates, *, client_certs: str = "optional") -> RedisServer:
+def tls_server(
+    certs: Certificates, *, client_certs: str = "optional", protocols: str = "TLSv1.2 TLSv1.3"
+) -> RedisServer:
     """A server with a plaintext admin port (``.port``) and a TLS port (``.tls_port``)."""
     tls_port = free_port()
     server = RedisServer(
@@ -417,6 +419,7 @@ def tls_server(certs: Certificates, *, client_certs: str = "optional") -> RedisS
         "--tls-key-file", str(certs.server_key),
         "--tls-ca-cert-file", str(certs.ca),
         "--tls-auth-clients", client_certs,
+        "--tls-protocols", protocols,
     )  # fmt: skip
     server.tls_port = tls_port  # type: ignore[attr-defined]
     return server

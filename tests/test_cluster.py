@@ -21,7 +21,8 @@ from redis.exceptions import MaxConnectionsError
 import redispool
 from tests.deployments import SLOTS, ClusterDeployment, admin, cluster_deployment, cluster_info, key_per_slot
 
-# RedisCluster passes MaxConnectionsError through without a topology refresh from 6.3 on.
+# RedisCluster passes MaxConnectionsError through without a topology refresh, and keeps a
+# failed node's pool, from redis-py 6.3 on.
 REFRESH_FREE_EXHAUSTION = tuple(int(p) for p in redis.__version__.split(".")[:2]) >= (6, 3)
 
 
@@ -165,12 +166,20 @@ def test_an_exhausted_node_pool_raises_max_connections_error_and_others_keep_ser
         for thread in threads:
             thread.join(timeout=30)
 
-        # Every request to the full node timed out in its pool; none to the others failed.
-        assert outcomes == {"True:PoolTimeout": 10, "False:ok": 20}
-        assert busy.stats()["timeouts"] == 10
-        assert client.get_node_from_key(busy_key).redis_connection.connection_pool is busy
+        # No request to the other nodes failed.
+        assert outcomes["False:ok"] == 20
         if REFRESH_FREE_EXHAUSTION:
-            assert refreshes["initialize"] == 0  # not mistaken for a failed node
+            # Every request to the full node timed out in its pool, and the cluster did not
+            # mistake that for a failed node: same pool, no topology refresh.
+            assert outcomes == {"True:PoolTimeout": 10, "False:ok": 20}
+            assert busy.stats()["timeouts"] == 10
+            assert client.get_node_from_key(busy_key).redis_connection.connection_pool is busy
+            assert refreshes["initialize"] == 0
+        else:
+            # redis-py < 6.3 treats any ConnectionError as a node failure: the caller still
+            # gets PoolTimeout, but the cluster then swaps in a new pool for the node.
+            assert outcomes["True:PoolTimeout"] >= 1
+            assert busy.stats()["timeouts"] >= 1
         for conn in held:
             busy.release(conn)
         assert client.get(busy_key) == b"v"
@@ -203,7 +212,8 @@ def test_a_dead_node_does_not_poison_the_other_node_pools(key: str) -> None:
             for _ in range(10):
                 assert [client.get(n) for n in live] == [b"v", b"v"]
             stats = client.stats()
-            assert stats[dead_name]["connect_errors"] > 0
+            if REFRESH_FREE_EXHAUSTION:  # older redis-py replaces a failed node's pool
+                assert stats[dead_name]["connect_errors"] > 0
             for name in live:
                 node = client.get_node_from_key(name).name
                 assert stats[node]["connect_errors"] == 0, node
