@@ -96,11 +96,12 @@ class _Proxy(SentinelConnectionPoolProxy):
 
     def get_master_address(self) -> Any:
         address = self.sentinel_manager.discover_master(self.service_name)
-        if self.is_master and address != self.master_address:
-            previous, self.master_address = self.master_address, address
+        if self.is_master:
             pool = self.connection_pool_ref()
-            if pool is not None and previous is not None:
-                pool._master_changed(previous, address)
+            if pool is not None:
+                pool._master_is(address)  # compares and retires under the pool lock
+            else:
+                self.master_address = address
         return address
 
 
@@ -159,9 +160,16 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
 
     # ------------------------------------------------------------------ failover
 
-    def _master_changed(self, previous: tuple[str, int], current: tuple[str, int]) -> None:
-        """Close idle connections to ``previous`` now; the rest retire on return."""
-        with self._lock:  # critical section: idle list and slots
+    def _master_is(self, current: tuple[str, int]) -> None:
+        """Record what Sentinel named as master; on a change, close idle connections to
+        the previous one now (the rest retire on return or checkout)."""
+        with self._lock:  # critical section: master address, idle list and slots
+            previous = self.proxy.master_address
+            if previous == current:
+                return
+            self.proxy.master_address = current
+            if previous is None:
+                return  # the first answer, or the first after reset(): nothing to retire
             self._switches += 1
             keep: deque[Any] = deque()
             doomed: list[Any] = []

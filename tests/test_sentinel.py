@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 
 import redispool
 from redispool._server import RedisServer
@@ -325,3 +325,20 @@ def test_min_idle_pool_connects_through_sentinel_from_the_start(
         assert pool.stats()["connects"] == 2
     finally:
         pool.shutdown()
+
+
+def test_from_url_as_django_redis_calls_it(two_servers: tuple[RedisServer, RedisServer]) -> None:
+    a, _ = two_servers
+    manager = ScriptedSentinel(address(a), [])
+    given = {"service_name": SERVICE, "sentinel_manager": manager, "is_master": True}
+    pool = redispool.SentinelConnectionPool.from_url(f"redis://{SERVICE}/0?max_connections=3", **given)
+    tls = redispool.SentinelConnectionPool.from_url(f"rediss://{SERVICE}/0", **given)
+    try:
+        assert pool.options.max_connections == 3
+        assert redis.Redis(connection_pool=pool).ping()
+        with pool.connection() as conn:
+            assert conn.port == a.port  # Sentinel's answer, not the URL's placeholder host
+        assert issubclass(tls.connection_class, SentinelManagedSSLConnection)
+    finally:
+        pool.shutdown()
+        tls.shutdown()
