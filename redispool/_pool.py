@@ -159,6 +159,7 @@ class ConnectionPool(redis.ConnectionPool):
         self._circuit = _connect.Circuit(self._options.fail_fast_after)
         self._registered = False
         self._shut = False
+        self._acquire_listeners: tuple[Callable[[float], None], ...] = ()
         self._last_timeout_warning = -TIMEOUT_WARNING_INTERVAL
         self._reclaimed: deque[_Meta] = deque()
         self._init_state()
@@ -326,12 +327,44 @@ class ConnectionPool(redis.ConnectionPool):
         conn = self._take(timeout, deadline, start, have_slot=False)
         while True:
             if conn is None:
-                return self._open(deadline, for_caller=True)
+                conn = self._open(deadline, for_caller=True)
+                break
             problem = self._check_out(conn)
             if problem is None:
-                return conn
+                break
             # The connection was unusable and is closed; its slot stays with us.
             conn = self._take(timeout, deadline, start, have_slot=True, bad=(conn, problem))
+        if self._acquire_listeners:
+            self._notify_acquired(time.monotonic() - start)
+        return conn
+
+    def add_acquire_listener(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(seconds)`` after every successful :meth:`acquire`.
+
+        ``seconds`` is the time it took to obtain the connection: queueing, health
+        checks and connecting together, the histogram metrics integrations need. It runs
+        in the acquiring thread with no pool lock held, so it must be quick; an exception
+        it raises is logged and ignored. Failed acquires are not reported (see
+        ``stats()["timeouts"]``). Adding the same listener twice calls it twice.
+        """
+        with self._lock:
+            self._acquire_listeners = (*self._acquire_listeners, listener)
+
+    def remove_acquire_listener(self, listener: Callable[[float], None]) -> None:
+        """Stop calling ``listener``; removing one that was never added does nothing."""
+        with self._lock:
+            listeners = list(self._acquire_listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._acquire_listeners = tuple(listeners)
+
+    def _notify_acquired(self, seconds: float) -> None:
+        # A tuple swapped whole under the lock, so iterating it here needs no lock.
+        for listener in self._acquire_listeners:
+            try:
+                listener(seconds)
+            except Exception:  # metrics must never break a checkout
+                log.debug("acquire listener %r failed", listener, exc_info=True)
 
     @contextlib.contextmanager
     def connection(self, timeout: float | None = ...) -> Iterator[Any]:  # type: ignore[assignment]
