@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import random
+import socket
 import threading
 import time
 import traceback
@@ -84,8 +85,12 @@ class _Meta:
         "id",
         "last_used",
         "owner",
+        "poller",
+        "real",
         "ref",
         "released_by",
+        "should_reconnect",
+        "sock",
         "stack",
         "uses",
         "warned",
@@ -105,6 +110,12 @@ class _Meta:
         self.stack: traceback.StackSummary | None = None
         self.warned = False
         self.ref: weakref.ref[Any] | None = None
+        # Never a strong reference to the connection itself: the pool holds borrowed
+        # connections weakly, so that a forgotten one can be reclaimed.
+        self.real: Any = None  # the connection behind a client-side-cache proxy, if any
+        self.should_reconnect: Callable[[Any], bool] | None = None  # unbound; redis-py >= 7
+        self.sock: Any = None  # the socket ``poller`` watches
+        self.poller: Any = None
 
 
 class _Waiter:
@@ -486,7 +497,12 @@ class ConnectionPool(redis.ConnectionPool):
 
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
-        state = _health.probe(conn)
+        meta: _Meta = conn._rp_meta
+        sock = (meta.real or conn)._sock
+        if sock is not meta.sock:  # (re)connected since the last look: new poll object
+            meta.sock = sock
+            meta.poller = _health.poller_for(sock) if isinstance(sock, socket.socket) else None
+        state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
                 if state in ("eof", "closed"):
@@ -496,7 +512,7 @@ class ConnectionPool(redis.ConnectionPool):
                 else:
                     self._counters.health_error += 1
             return f"probe found the socket {state}"
-        if _tracking.dirt(conn) & _tracking.RESETTABLE:
+        if getattr(meta.real or conn, "_rp_dirt", 0) & _tracking.RESETTABLE:
             try:
                 _tracking.reset_session(conn)
             except Exception as error:
@@ -504,7 +520,7 @@ class ConnectionPool(redis.ConnectionPool):
             with self._lock:
                 self._counters.session_resets += 1
         after = self._options.ping_after_idle
-        if after is not None and self._clock() - conn._rp_meta.last_used >= after:
+        if after is not None and self._clock() - meta.last_used >= after:
             try:
                 _health.ping(conn, self._options.ping_timeout)
             except Exception as error:
@@ -536,6 +552,9 @@ class ConnectionPool(redis.ConnectionPool):
         )
         meta = _Meta(self._token, self._epoch, now, expires)
         meta.ref = weakref.ref(conn, _reclaimer(weakref.ref(self), meta))
+        real = _tracking.inner(conn)
+        meta.real = real if real is not conn else None
+        meta.should_reconnect = getattr(type(conn), "should_reconnect", None)
         conn._rp_meta = meta
         return conn
 
@@ -625,17 +644,14 @@ class ConnectionPool(redis.ConnectionPool):
         if meta is None or meta.owner is not self._token:
             return  # not made by this pool
         reason = None
+        me = threading.current_thread()
         with self._lock:  # critical section: in-use set and handoff
             if meta not in self._in_use:
                 if meta.epoch != self._epoch and conn not in self._idle:
                     reason = "returned after reset()"  # forgotten by reset(): close it
                 else:
                     return  # double release
-            elif (
-                meta.holder is not None
-                and meta.holder is not threading.current_thread()
-                and meta.released_by is threading.current_thread()
-            ):
+            elif meta.released_by is me and meta.holder is not me and meta.holder is not None:
                 # This thread already returned it once; someone else borrowed it since.
                 # Returning it again would let two borrowers share it.
                 self._counters.double_releases += 1
@@ -643,7 +659,7 @@ class ConnectionPool(redis.ConnectionPool):
             else:
                 del self._in_use[meta]
                 self._counters.returns += 1
-                meta.released_by = threading.current_thread()
+                meta.released_by = me
                 meta.last_used = self._clock()
                 reason = self._return_verdict(conn, meta, meta.last_used)
                 if reason is None:
@@ -652,7 +668,14 @@ class ConnectionPool(redis.ConnectionPool):
                     self._serve_slots()
         if reason is None:
             dispatcher: Any = getattr(self, "_event_dispatcher", None)
-            if dispatcher is not None and AfterConnectionReleasedEvent is not None:
+            # redis-py dispatches this on every release so that a streaming-credential
+            # token received while the connection was busy gets applied (re_auth). Only
+            # do it when such a token is pending: the dispatch costs more than the pool.
+            if (
+                dispatcher is not None
+                and AfterConnectionReleasedEvent is not None
+                and getattr(meta.real or conn, "_re_auth_token", None) is not None
+            ):
                 # Applies pending streaming-credential re-auth (redis-py >= 5.3).
                 dispatcher.dispatch(AfterConnectionReleasedEvent(conn))  # type: ignore[no-untyped-call]
         else:
@@ -661,17 +684,18 @@ class ConnectionPool(redis.ConnectionPool):
     def _return_verdict(self, conn: Any, meta: _Meta, now: float) -> str | None:
         """Why a returned connection must be closed, or None to keep it.  Locked."""
         counters = self._counters
-        if _health.socket_of(conn) is None:
+        real = meta.real or conn
+        if real._sock is None:
             counters.returned_disconnected += 1
             return "disconnected"
-        pending = _tracking.pending_replies(conn)
-        flags = _tracking.dirt(conn)
-        if pending or flags & ~_tracking.RESETTABLE:
+        pending = getattr(real, "_rp_pending", 0)
+        flags = getattr(real, "_rp_dirt", 0)
+        if pending or flags & _tracking.CLOSE_ON_RETURN:
             counters.closed_dirty += 1
             what = f"{pending} unread replies" if pending else _tracking.describe(flags)
             return f"returned dirty ({what})"
-        should = getattr(conn, "should_reconnect", None)
-        if should is not None and should():
+        should = meta.should_reconnect
+        if should is not None and should(conn):
             counters.returned_disconnected += 1
             return "marked for reconnect"
         if self._shut:
