@@ -98,16 +98,10 @@ def restart_outcome(reads_per_thread: int) -> None:
             server.restart()
             failures = [0]
             lock = threading.Lock()
-
-            def reader() -> None:
-                for _ in range(reads_per_thread):
-                    try:
-                        client.get("k")
-                    except redis.RedisError:
-                        with lock:
-                            failures[0] += 1
-
-            threads = [threading.Thread(target=reader) for _ in range(8)]
+            threads = [
+                threading.Thread(target=_read, args=(client, reads_per_thread, failures, lock))
+                for _ in range(8)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -117,6 +111,15 @@ def restart_outcome(reads_per_thread: int) -> None:
             admin.close()
             print(f"| {label} | {8 * reads_per_thread} | {failures[0]} | {connects} |")
             pool.disconnect()
+
+
+def _read(client: redis.Redis, reads: int, failures: list[int], lock: threading.Lock) -> None:
+    for _ in range(reads):
+        try:
+            client.get("k")
+        except redis.RedisError:
+            with lock:
+                failures[0] += 1
 
 
 def main() -> None:
