@@ -881,7 +881,8 @@ class ConnectionPool(redis.ConnectionPool):
                 conn._rp_meta.last_used = self._clock()
                 self._put(conn)
             else:
-                self._counters.health_ping += 0 if ok else 1
+                if not ok:
+                    self._counters.health_ping += 1
                 self._serve_slots()
         if not ok or self._shut:
             self._close(conn, "keepalive failed")
