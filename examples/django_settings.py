@@ -8,10 +8,10 @@ did and exits. It only touches keys under its own prefix and never clears a data
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 from typing import Any
+
+from _common import redis_url
 
 # --- copy from here -------------------------------------------------------------------
 
@@ -54,8 +54,7 @@ def caches_for(url: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    with contextlib.ExitStack() as stack:
-        url = os.environ.get("REDIS_URL") or stack.enter_context(embedded_url())
+    with redis_url() as url:
         import django
         from django.conf import settings
 
@@ -97,15 +96,6 @@ def main() -> int:
         stats = pool.stats()
         print(f"default pool: connects={stats['connects']} borrows={stats['borrows']} idle={stats['idle']}")
     return 0
-
-
-@contextlib.contextmanager
-def embedded_url() -> Any:
-    """A private redis-server's URL, database 1, for the length of the block."""
-    from redispool._server import embedded
-
-    with embedded() as server:
-        yield f"redis://127.0.0.1:{server.port}/1"
 
 
 if __name__ == "__main__":

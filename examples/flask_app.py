@@ -8,17 +8,15 @@ private redis-server. In production you would run ``create_app`` under gunicorn 
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
 import threading
 from typing import Any
 
+from _common import redis_url
 from flask import Flask
 from werkzeug.serving import make_server
 
-from redispool._server import embedded
 from redispool.contrib.flask import FlaskRedisPool
 
 redis_pool = FlaskRedisPool()  # one extension object; one pool per app that init_app sees
@@ -51,8 +49,7 @@ def ask(port: int, path: str) -> tuple[int, dict[str, Any]]:
 
 
 def main() -> int:
-    with contextlib.ExitStack() as stack:
-        url = os.environ.get("REDIS_URL") or stack.enter_context(embedded()).url
+    with redis_url() as url:
         app = create_app(url)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
