@@ -271,3 +271,27 @@ def test_pool_name_appears_in_logs_without_credentials(
     assert any(name in m for m in messages if m.startswith("created pool"))
     assert all(PASSWORD not in m for m in messages)
     assert PASSWORD not in repr(wrong) and PASSWORD not in repr(wrong.stats())
+
+
+class _ExtraStatsPool(redispool.ConnectionPool):
+    """A pool subclass with a stats key of its own, as a Sentinel pool has."""
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "subclass_events": 3}
+
+
+def test_stats_keys_of_a_pool_subclass_are_exported(redis_url: str) -> None:
+    pool = _ExtraStatsPool.from_url(redis_url, name="extra")
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        registry = CollectorRegistry()
+        prometheus.register(pool, registry)
+        otel.instrument(pool, meter_provider=provider)
+        _, samples = _scrape(registry)
+        assert samples[("redispool_subclass_events", frozenset({("pool", "extra")}))] == 3
+        (point,) = _otel_points(reader)["redispool.pool.subclass_events"]
+        assert point.value == 3 and dict(point.attributes) == {otel.POOL_NAME: "extra"}
+    finally:
+        provider.shutdown()
+        pool.shutdown()

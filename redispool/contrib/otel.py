@@ -121,8 +121,9 @@ class _Entry:
 class PoolMetrics:
     """OpenTelemetry instruments for any number of pools, created once per meter.
 
-    Use :func:`instrument` unless you manage meters yourself. Stats keys added to
-    redispool after this module are reported as ``redispool.pool.<key>``.
+    Use :func:`instrument` unless you manage meters yourself. Stats keys this module has
+    no name for (newer ones, or a pool subclass's own) are reported as
+    ``redispool.pool.<key>``: a counter if ``redispool`` lists it as one, else a gauge.
     """
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
@@ -132,17 +133,24 @@ class PoolMetrics:
         self._entries: dict[int, _Entry] = {}
         for spec in _SPECS:
             self._observe(spec)
-        # Stats keys added to redispool after this module still get reported.
-        for key in sorted(set(COUNTERS) - MAPPED):
-            self._observe(_Spec(f"redispool.pool.{key}", "counter", "1", f"pool.stats()[{key!r}]", _one(key)))
-        for key in sorted(set(GAUGES) - MAPPED):
-            self._observe(_Spec(f"redispool.pool.{key}", "gauge", "1", f"pool.stats()[{key!r}]", _one(key)))
+        # Stats keys this module predates still get reported: redispool's own now, and
+        # any a pool class adds (e.g. a Sentinel pool's) when such a pool is added.
+        self._generic: set[str] = set()
+        self._observe_generic(set(COUNTERS) | set(GAUGES))
         self.wait_time: Histogram = self.meter.create_histogram(
             "db.client.connection.wait_time",
             unit="s",
             description="Time to obtain a connection: queueing, health checks and connecting",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
+
+    def _observe_generic(self, keys: set[str]) -> None:
+        """Instruments ``redispool.pool.<key>`` for stats keys not in the table.  Locked
+        by the caller when pools may already be observed."""
+        for key in sorted(keys - MAPPED - self._generic):
+            self._generic.add(key)
+            kind = "counter" if key in COUNTERS else "gauge"
+            self._observe(_Spec(f"redispool.pool.{key}", kind, "1", f"pool.stats()[{key!r}]", _one(key)))
 
     def _observe(self, spec: _Spec) -> None:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -176,9 +184,11 @@ class PoolMetrics:
         def listener(seconds: float) -> None:
             histogram.record(seconds, attributes)
 
+        numeric = {k for k, v in pool.stats().items() if isinstance(v, (int, float))}
         with self._lock:
             if key in self._entries:
                 return
+            self._observe_generic(numeric)
             # The callback drops the entry when the pool is collected, before its id can be reused.
             ref = weakref.ref(pool, lambda _ref: self._forget(key))
             self._entries[key] = _Entry(ref, attributes, listener)
