@@ -425,3 +425,36 @@ def test_django_redis_sharded_client(server: RedisServer) -> None:
         assert all(p.stats()["size"] <= 2 for p in pools)
         cache.clear()
         assert [redis.Redis(port=server.port, db=db).dbsize() for db in (9, 10)] == [0, 0]
+
+
+def test_django_redis_sentinel_client() -> None:
+    # django-redis's SentinelClient insists on a redis.sentinel.SentinelConnectionPool.
+    if getattr(redispool, "SentinelConnectionPool", None) is None:
+        pytest.skip("redispool.SentinelConnectionPool is not part of this build")
+    from redis.sentinel import SentinelConnectionPool
+
+    from tests.deployments import SERVICE, sentinel_deployment
+
+    with sentinel_deployment() as deployment:
+        options = {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": deployment.sentinel_addresses,
+            "CONNECTION_POOL_CLASS": "redispool.SentinelConnectionPool",
+            "CONNECTION_POOL_KWARGS": {"max_connections": 3},
+        }
+        with cache_settings(_django_redis(f"redis://{SERVICE}/0", **options)):
+            cache = caches["default"]
+            primary = cache.client.get_client(write=True)
+            replica = cache.client.get_client(write=False)
+            for client in (primary, replica):
+                pool = client.connection_pool
+                assert isinstance(pool, redispool.ConnectionPool) and isinstance(pool, SentinelConnectionPool)
+                assert pool.options.max_connections == 3
+            assert primary.connection_pool is not replica.connection_pool
+            cache.set("sentinel", {"via": "master"})
+            assert primary.wait(1, 2000) == 1  # replicated before reading from the replica
+            assert cache.get("sentinel") == {"via": "master"}
+            assert primary.execute_command("ROLE")[0] == b"master"
+            assert replica.execute_command("ROLE")[0] == b"slave"
+            assert cache.delete("sentinel")
