@@ -6,6 +6,7 @@ Each starts its own redis-server so ``CLIENT LIST`` shows only the processes und
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +97,23 @@ def _fire(port: int, count: int, concurrency: int) -> tuple[list[dict[str, Any]]
     return results, errors
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to list workers")
-def test_gunicorn_preload_workers_threads(own_server: RedisServer, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _gunicorn(
+    app: str, url: str, tmp_path: Path, *, workers: int, threads: int, max_connections: int
+) -> Iterator[tuple[int, set[int]]]:
+    """Run ``gunicorn --preload`` on a free loopback port; yield the port and worker pids.
+
+    Stops it by pid afterwards and fails if it exited badly or logged an error.
+    """
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "REDISPOOL_PREFORK_URL": own_server.url,
-        "REDISPOOL_PREFORK_MAX": str(MAX_CONNECTIONS),
-    }
+    env = {**os.environ, "REDISPOOL_PREFORK_URL": url, "REDISPOOL_PREFORK_MAX": str(max_connections)}
     command = [
         sys.executable, "-m", "gunicorn",
-        "--workers", str(WORKERS), "--threads", str(THREADS), "--preload",
+        "--workers", str(workers), "--threads", str(threads), "--preload",
         "--bind", f"127.0.0.1:{port}", "--chdir", str(TESTS_DIR),
         "--error-logfile", str(log), "--log-level", "info", "--timeout", "120",
-        "--graceful-timeout", "20", "prefork_app:app",
+        "--graceful-timeout", "20", app,
     ]  # fmt: skip
     master = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
@@ -118,45 +121,11 @@ def test_gunicorn_preload_workers_threads(own_server: RedisServer, tmp_path: Pat
     try:
         _wait_for_http(port, master)
         deadline = time.monotonic() + 60
-        while len(workers := _children(master.pid)) < WORKERS:  # gunicorn forks them one by one
-            assert time.monotonic() < deadline, f"only {len(workers)} workers started"
+        while len(pids := _children(master.pid)) < workers:  # gunicorn forks them one by one
+            assert time.monotonic() < deadline, f"only {len(pids)} workers started"
             time.sleep(0.05)  # polling process state: there is no event to wait on
-        assert len(workers) == WORKERS
-        master_client_id = _get(port, "/status")[1]["master_client_id"]
-
-        results, errors = _fire(port, REQUESTS, CONCURRENCY)
-        # The kernel spreads connections over the workers; keep going until each one served some.
-        deadline = time.monotonic() + 60
-        while {r["pid"] for r in results} < workers and time.monotonic() < deadline:
-            more, more_errors = _fire(port, CONCURRENCY, CONCURRENCY)
-            results += more
-            errors += more_errors
-
-        assert errors == []
-        assert len(results) >= REQUESTS
-        assert {r["pid"] for r in results} == workers
-        assert sorted(r["hits"] for r in results) == list(range(1, len(results) + 1))
-        assert all(r["maintenance"] for r in results)  # the maintenance thread runs in every worker
-
-        # No connection is shared between processes, and none is the master's pre-fork socket.
-        owners: dict[int, set[int]] = collections.defaultdict(set)
-        for r in results:
-            owners[r["client_id"]].add(r["pid"])
-        assert all(len(pids) == 1 for pids in owners.values())
-        assert master_client_id not in owners
-
-        admin = redis.Redis.from_url(own_server.url)
-        own_id = admin.client_id()
-        clients = [c for c in admin.client_list() if int(c["id"]) != own_id]
-        by_name = collections.Counter(c["name"] for c in clients)
-        per_worker = {pid: by_name.pop(f"w{pid}", 0) for pid in workers}
-        assert all(1 <= n <= MAX_CONNECTIONS for n in per_worker.values()), per_worker
-        assert sum(per_worker.values()) <= WORKERS * MAX_CONNECTIONS
-        assert dict(by_name) == {"master": 1}  # the master's own connection, never used by a worker
-        names = {int(c["id"]): c["name"] for c in clients}
-        for client_id, pids in owners.items():
-            if client_id in names:  # still open: the server agrees which worker holds it
-                assert names[client_id] == f"w{next(iter(pids))}"
+        assert len(pids) == workers
+        yield port, pids
     finally:
         master.send_signal(signal.SIGTERM)
         try:
@@ -167,6 +136,78 @@ def test_gunicorn_preload_workers_threads(own_server: RedisServer, tmp_path: Pat
     assert master.returncode == 0
     text = log.read_text()
     assert "Traceback" not in text and "[ERROR]" not in text and "[CRITICAL]" not in text, text
+
+
+def _drive(port: int, workers: set[int], requests: int, concurrency: int) -> list[dict[str, Any]]:
+    """Fire the requests, then more until every worker has answered some; all must succeed."""
+    results, errors = _fire(port, requests, concurrency)
+    # The kernel spreads connections over the workers; keep going until each one served some.
+    deadline = time.monotonic() + 60
+    while {r["pid"] for r in results} < workers and time.monotonic() < deadline:
+        more, more_errors = _fire(port, concurrency, concurrency)
+        results += more
+        errors += more_errors
+    assert errors == []
+    assert len(results) >= requests
+    assert {r["pid"] for r in results} == workers
+    assert sorted(r["hits"] for r in results) == list(range(1, len(results) + 1))
+    assert all(r["maintenance"] for r in results)  # the maintenance thread runs in every worker
+    return results
+
+
+def _check_connections(
+    url: str, results: list[dict[str, Any]], workers: set[int], master_client_id: int, max_connections: int
+) -> None:
+    """No connection is shared between processes, none is the master's pre-fork socket,
+    and the server sees at most max_connections per worker."""
+    owners: dict[int, set[int]] = collections.defaultdict(set)
+    for r in results:
+        owners[r["client_id"]].add(r["pid"])
+    assert all(len(pids) == 1 for pids in owners.values())
+    assert master_client_id not in owners
+
+    admin = redis.Redis.from_url(url)
+    own_id = admin.client_id()
+    clients = [c for c in admin.client_list() if int(c["id"]) != own_id]
+    by_name = collections.Counter(c["name"] for c in clients)
+    per_worker = {pid: by_name.pop(f"w{pid}", 0) for pid in workers}
+    assert all(1 <= n <= max_connections for n in per_worker.values()), per_worker
+    assert sum(per_worker.values()) <= len(workers) * max_connections
+    assert dict(by_name) == {"master": 1}  # the master's own connection, never used by a worker
+    names = {int(c["id"]): c["name"] for c in clients}
+    for client_id, pids in owners.items():
+        if client_id in names:  # still open: the server agrees which worker holds it
+            assert names[client_id] == f"w{next(iter(pids))}"
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/task").exists(), reason="needs Linux /proc to list workers"
+)
+
+
+@pytest.mark.slow
+@needs_proc
+def test_gunicorn_preload_workers_threads(own_server: RedisServer, tmp_path: Path) -> None:
+    with _gunicorn(
+        "prefork_app:app", own_server.url, tmp_path,
+        workers=WORKERS, threads=THREADS, max_connections=MAX_CONNECTIONS,
+    ) as (port, workers):  # fmt: skip
+        master_client_id = _get(port, "/status")[1]["master_client_id"]
+        results = _drive(port, workers, REQUESTS, CONCURRENCY)
+        _check_connections(own_server.url, results, workers, master_client_id, MAX_CONNECTIONS)
+
+
+@needs_proc
+def test_gunicorn_preload_flask_extension(own_server: RedisServer, tmp_path: Path) -> None:
+    with _gunicorn(
+        "prefork_flask_app:app", own_server.url, tmp_path, workers=2, threads=4, max_connections=2
+    ) as (port, workers):
+        master_client_id = _get(port, "/status")[1]["master_client_id"]
+        results = _drive(port, workers, 300, 8)
+        _check_connections(own_server.url, results, workers, master_client_id, 2)
+        for _ in range(4):
+            status, health = _get(port, "/healthz")
+            assert status == 200 and health["status"] == "ok" and health["pool"]["max"] == 2
 
 
 # ---------------------------------------------------------------------------- multiprocessing
