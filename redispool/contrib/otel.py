@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -129,14 +130,15 @@ class PoolMetrics:
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         self.meter: Meter = provider.get_meter("redispool", redispool.__version__)
-        self._lock = threading.Lock()  # guards _entries
+        self._lock = threading.Lock()  # guards _entries and _generic
         self._entries: dict[int, _Entry] = {}
+        self._dead: deque[int] = deque()  # ids of collected pools, pruned under the lock
         for spec in _SPECS:
             self._observe(spec)
         # Stats keys this module predates still get reported: redispool's own now, and
         # any a pool class adds (e.g. a Sentinel pool's) when such a pool is added.
         self._generic: set[str] = set()
-        self._observe_generic(set(COUNTERS) | set(GAUGES))
+        self._observe_generic(self._claim(set(COUNTERS) | set(GAUGES)))
         self.wait_time: Histogram = self.meter.create_histogram(
             "db.client.connection.wait_time",
             unit="s",
@@ -144,11 +146,17 @@ class PoolMetrics:
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
 
-    def _observe_generic(self, keys: set[str]) -> None:
-        """Instruments ``redispool.pool.<key>`` for stats keys not in the table.  Locked
-        by the caller when pools may already be observed."""
-        for key in sorted(keys - MAPPED - self._generic):
-            self._generic.add(key)
+    def _claim(self, keys: set[str]) -> list[str]:
+        """Stats keys with no instrument yet, now marked as having one.  Locked (or in
+        ``__init__``)."""
+        new = sorted(keys - MAPPED - self._generic)
+        self._generic.update(new)
+        return new
+
+    def _observe_generic(self, keys: list[str]) -> None:
+        """Instruments ``redispool.pool.<key>`` for stats keys not in the table. Called
+        without our lock: the SDK may hold its own while it runs our callbacks."""
+        for key in keys:
             kind = "counter" if key in COUNTERS else "gauge"
             self._observe(_Spec(f"redispool.pool.{key}", kind, "1", f"pool.stats()[{key!r}]", _one(key)))
 
@@ -165,6 +173,7 @@ class PoolMetrics:
 
     def _points(self, spec: _Spec) -> Iterator[Observation]:
         with self._lock:
+            self._prune()
             entries = list(self._entries.values())
         for entry in entries:
             pool = entry.pool()
@@ -186,24 +195,37 @@ class PoolMetrics:
 
         numeric = {k for k, v in pool.stats().items() if isinstance(v, (int, float))}
         with self._lock:
-            if key in self._entries:
+            self._prune()
+            known = self._entries.get(key)
+            if known is not None and known.pool() is pool:
                 return
-            self._observe_generic(numeric)
-            # The callback drops the entry when the pool is collected, before its id can be reused.
-            ref = weakref.ref(pool, lambda _ref: self._forget(key))
+            new_keys = self._claim(numeric)
+            ref = weakref.ref(pool, lambda _ref: self._dead.append(key))
             self._entries[key] = _Entry(ref, attributes, listener)
+        self._observe_generic(new_keys)
         pool.add_acquire_listener(listener)
 
     def remove(self, pool: ConnectionPool) -> None:
         """Stop reporting ``pool``; removing one never added does nothing."""
         with self._lock:
-            entry = self._entries.pop(id(pool), None)
-        if entry is not None:
-            pool.remove_acquire_listener(entry.listener)
+            self._prune()
+            entry = self._entries.get(id(pool))
+            if entry is None or entry.pool() is not pool:
+                return
+            del self._entries[id(pool)]
+        pool.remove_acquire_listener(entry.listener)
 
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+    def _prune(self) -> None:
+        """Drop entries of collected pools.  Locked.
+
+        The weakref callback only queues the id: it runs inside garbage collection, maybe
+        while this thread holds the lock, so taking the lock there could deadlock.
+        """
+        while self._dead:
+            key = self._dead.popleft()
+            entry = self._entries.get(key)
+            if entry is not None and entry.pool() is None:  # not a new pool that reused the id
+                del self._entries[key]
 
 
 _instances: weakref.WeakKeyDictionary[MeterProvider, PoolMetrics] = weakref.WeakKeyDictionary()

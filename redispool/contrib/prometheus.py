@@ -25,6 +25,7 @@ import dataclasses
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -170,6 +171,7 @@ class PoolCollector(Collector):
         self.buckets = tuple(float(b) for b in buckets if b != float("inf"))
         self._lock = threading.Lock()  # guards _entries
         self._entries: dict[int, _Entry] = {}
+        self._dead: deque[int] = deque()  # ids of collected pools, pruned under the lock
         for pool in pools:
             self.add(pool)
 
@@ -181,7 +183,9 @@ class PoolCollector(Collector):
         name = pool.name
         key = id(pool)
         with self._lock:
-            if key in self._entries:
+            self._prune()
+            known = self._entries.get(key)
+            if known is not None and known.pool() is pool:
                 return
             for entry in self._entries.values():
                 if entry.name == name and entry.pool() is not None:
@@ -189,21 +193,31 @@ class PoolCollector(Collector):
                         f"a pool named {name!r} is already collected; give each pool its own name="
                     )
             histogram = _Histogram(self.buckets)
-            # The callback drops the entry when the pool is collected, before its id can be reused.
-            ref = weakref.ref(pool, lambda _ref: self._forget(key))
+            ref = weakref.ref(pool, lambda _ref: self._dead.append(key))
             self._entries[key] = _Entry(ref, name, histogram)
         pool.add_acquire_listener(histogram.observe)
 
     def remove(self, pool: ConnectionPool) -> None:
         """Stop exposing ``pool``; removing one never added does nothing."""
         with self._lock:
-            entry = self._entries.pop(id(pool), None)
-        if entry is not None:
-            pool.remove_acquire_listener(entry.histogram.observe)
+            self._prune()
+            entry = self._entries.get(id(pool))
+            if entry is None or entry.pool() is not pool:
+                return
+            del self._entries[id(pool)]
+        pool.remove_acquire_listener(entry.histogram.observe)
 
-    def _forget(self, key: int) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+    def _prune(self) -> None:
+        """Drop entries of collected pools.  Locked.
+
+        The weakref callback only queues the id: it runs inside garbage collection, maybe
+        while this thread holds the lock, so taking the lock there could deadlock.
+        """
+        while self._dead:
+            key = self._dead.popleft()
+            entry = self._entries.get(key)
+            if entry is not None and entry.pool() is None:  # not a new pool that reused the id
+                del self._entries[key]
 
     def describe(self) -> Iterator[Metric]:
         """The fixed families, without samples, so a registry can refuse duplicates."""
@@ -214,6 +228,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """One ``stats()`` snapshot per pool, as gauges, counters and the histogram."""
         with self._lock:
+            self._prune()
             entries = list(self._entries.values())
         rows: list[tuple[str, dict[str, Any], _Histogram]] = []
         for entry in entries:
