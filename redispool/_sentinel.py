@@ -28,7 +28,8 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
-from ._pool import ConnectionPool, _Meta
+from ._meta import Meta
+from ._pool import ConnectionPool
 from ._tracking import inner
 
 log = logging.getLogger("redispool")
@@ -207,7 +208,7 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
             return _RETIRED
         return super()._check_out(conn)
 
-    def _return_verdict(self, conn: Any, meta: _Meta, now: float) -> str | None:
+    def _return_verdict(self, conn: Any, meta: Meta, now: float) -> str | None:
         reason = super()._return_verdict(conn, meta, now)
         if reason is None and self._stale(conn):
             self._retired += 1
