@@ -17,10 +17,14 @@ from typing import Any
 
 import pytest
 import redis
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.credentials import CredentialProvider
 
 import redispool
 from redispool._server import RedisServer
+from redispool.contrib import otel, prometheus
 from tests.deployments import admin
 
 USER = "app"
@@ -217,8 +221,28 @@ def test_passwords_never_appear_in_repr_logs_stats_or_errors(
     # Sentinel and cluster node pools carry the password in their kwargs too.
     sentinel_pool = redispool.SentinelConnectionPool("svc", object(), username=USER, password=password)
     seen += [repr(sentinel_pool), str(sentinel_pool.stats()), sentinel_pool.name]
-    node_pool = redispool.cluster_pool_class(max_connections=2)(host="127.0.0.1", port=1, password=password)
+    node_pool = redispool.cluster_pool_class(max_connections=2)(host="127.0.0.1", port=2, password=password)
     seen += [repr(node_pool), str(node_pool.stats()), node_pool.name]
+
+    # Metric labels: Prometheus exposition and OpenTelemetry attributes of all of them.
+    pools = [pool, dead, sentinel_pool, node_pool]  # metric names must be unique per registry
+    registry = CollectorRegistry()
+    reader = InMemoryMetricReader()
+    provider_metrics = MeterProvider(metric_readers=[reader])
+    for each in pools:
+        prometheus.register(each, registry)
+        otel.instrument(each, meter_provider=provider_metrics)
+    exposition = generate_latest(registry).decode()
+    assert 'pool="svc(master)"' in exposition  # labels are pool names
+    seen.append(exposition)
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                seen += [str(dict(point.attributes)) for point in metric.data.data_points]
+    for each in pools:
+        otel.uninstrument(each, meter_provider=provider_metrics)
+        prometheus.unregister(each, registry)
+    provider_metrics.shutdown()
     sentinel_pool.shutdown()
     node_pool.shutdown()
 
