@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ._cluster import ClusterClient, cluster_pool_class
 from ._options import PoolOptions
 from ._pool import ConnectionPool
+from ._sentinel import SentinelConnectionPool
 from ._stats import ConnectionInfo
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
 
@@ -14,17 +16,22 @@ BlockingConnectionPool = ConnectionPool
 
 __all__ = [
     "BlockingConnectionPool",
+    "ClusterClient",
     "ConnectionInfo",
     "ConnectionPool",
     "PoolClosed",
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "SentinelConnectionPool",
     "ServerUnavailable",
     "TooManyWaiters",
     "__version__",
+    "cluster_pool_class",
 ]
 
 ConnectionPool.__module__ = "redispool"
 ConnectionInfo.__module__ = "redispool"
 PoolOptions.__module__ = "redispool"
+SentinelConnectionPool.__module__ = "redispool"
+ClusterClient.__module__ = "redispool"
