@@ -171,8 +171,9 @@ def instrument(pool: Any) -> Counter:
         return conn
 
     def make_connection() -> Any:
+        conn = inner_make()  # redis-py's raises "Too many connections" here: not an opening
         opened.value += 1
-        return inner_make()
+        return conn
 
     pool.get_connection = get_connection
     pool.make_connection = make_connection
