@@ -57,7 +57,7 @@ class BenchPlan:
     max_connections: int | None = None  # None: as many as threads
     rounds: int = 3
     candidates: tuple[str, ...] = ()
-    pool_iterations: int = 20000
+    pool_iterations: int = 50000
 
     def size_for(self, threads: int) -> int:
         return self.max_connections if self.max_connections is not None else threads

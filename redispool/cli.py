@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--pool-iterations",
         type=_non_negative_int,
-        default=20000,
+        default=50000,
         metavar="N",
-        help="checkout+return pairs for the pool-only cost; 0 skips it (20000)",
+        help="checkout+return pairs for the pool-only cost; 0 skips it (50000)",
     )
     _add_workload(bench)
     bench.set_defaults(func=_cmd_bench)
