@@ -270,6 +270,7 @@ def _workload_from(args: argparse.Namespace) -> Workload:
 
 
 def _cmd_bench(args: argparse.Namespace, control: Control) -> int:
+    _check_json_path(args.json)
     plan = _bench.BenchPlan(
         workload=_workload_from(args),
         threads=args.threads,
@@ -288,6 +289,7 @@ def _cmd_bench(args: argparse.Namespace, control: Control) -> int:
 
 
 def _cmd_size(args: argparse.Namespace, control: Control) -> int:
+    _check_json_path(args.json)
     sizes = args.sizes or _size.default_sizes(args.threads)
     plan = _size.SizePlan(
         workload=_workload_from(args),
@@ -325,11 +327,23 @@ def _cmd_doctor(args: argparse.Namespace, control: Control) -> int:
     return 0
 
 
+def _check_json_path(path: str | None) -> None:
+    """Fail before a long run, not after it, when the report cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write the JSON report to {path!r}: not a writable file path")
+
+
 def _emit(report: dict[str, Any], json_path: str | None, render: Callable[[dict[str, Any]], str]) -> None:
     if json_path != "-":
         print(render(report))
     if json_path:
-        _bench.write_json(report, json_path)
+        try:
+            _bench.write_json(report, json_path)
+        except OSError as error:
+            raise UserError(f"cannot write the JSON report to {json_path!r}: {error.strerror}") from None
 
 
 @contextlib.contextmanager

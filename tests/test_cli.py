@@ -205,6 +205,16 @@ def test_bad_flags_exit_2_with_a_message(argv: list[str], capsys: pytest.Capture
     assert "error:" in err and "Traceback" not in err
 
 
+def test_unwritable_json_path_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-dir" / "out.json"
+    assert main(["bench", "--json", str(missing), *TINY]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("redispool: cannot write the JSON report to ")
+    assert STARTED not in captured.err  # refused before any server was started
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "bench" in capsys.readouterr().err
