@@ -42,8 +42,9 @@ import redis
 import redispool
 
 from . import _table, _workload
+from ._candidates import LABELS, REDIS_PY, checkout_cost
 from ._progress import Progress
-from ._workload import LABELS, REDIS_PY, Control, Segment, Workload
+from ._workload import Control, Segment, Workload
 
 SCHEMA = "redispool-bench/1"
 
@@ -135,7 +136,7 @@ def _pool_only(
             if control.stop:
                 raise KeyboardInterrupt
             progress.step(f"round {round_no + 1}/{plan.rounds}: pool-only checkout+return, {LABELS[name]}")
-            costs[name].append(_workload.checkout_cost(name, url, plan.pool_iterations))
+            costs[name].append(checkout_cost(name, url, plan.pool_iterations))
     medians = {name: statistics.median(values) for name, values in costs.items()}
     reference = medians.get(REDIS_PY)
     return [

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import statistics
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -31,8 +32,8 @@ from redis.retry import Retry
 import redispool
 
 from . import _table
+from ._candidates import split_url
 from ._options import PoolOptions
-from ._workload import redact_url, split_url
 
 CONNECT_TIMEOUT = 5.0
 
@@ -316,3 +317,13 @@ def _show(value: int | None) -> str:
 
 def _secs(value: float | None) -> str:
     return "none" if value is None else f"{value:g}s"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to print or log."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

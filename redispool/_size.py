@@ -27,8 +27,9 @@ from typing import Any
 
 from . import _table, _workload
 from ._bench import environment, rotated, summary_us
+from ._candidates import LABELS, REDISPOOL
 from ._progress import Progress
-from ._workload import LABELS, Control, Segment, Workload
+from ._workload import Control, Segment, Workload
 
 SCHEMA = "redispool-size/1"
 
@@ -39,7 +40,7 @@ class SizePlan:
     threads: int = 16
     sizes: tuple[int, ...] = ()
     rounds: int = 2
-    candidate: str = _workload.REDISPOOL
+    candidate: str = REDISPOOL
     max_wait: float = 0.005  # seconds of p99 acquire wait we accept
     tolerance: float = 0.05  # "near the peak" means within this fraction of it
 

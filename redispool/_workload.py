@@ -1,10 +1,9 @@
 """The measurement engine behind ``redispool bench`` and ``redispool size``.
 
 One *segment* runs one workload through one candidate pool with a fixed number of
-threads and returns raw samples. Every candidate is instrumented the same way: its
-pool's ``get_connection`` and ``make_connection`` are shadowed on the instance by
-timing/counting wrappers, so "acquire wait" means the time spent inside
-``get_connection`` (queueing, health checks and connecting) for every pool alike.
+threads and returns raw samples: commands done, round-trip latencies, acquire waits
+(recorded by the wrappers :mod:`redispool._candidates` puts on every pool alike),
+connections opened and errors.
 
 Edge behaviour: errors raised by commands (``PoolTimeout``, redis-py's "Too many
 connections", connection errors) are counted by class name and the thread carries on;
@@ -16,41 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import random
 import threading
 import time
-import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import redis
 
-import redispool
-
-from ._options import OPTION_NAMES
-
-# Short names used on the command line, in the table and in the JSON output.
-REDIS_PY = "redis-py"
-REDIS_PY_BLOCKING = "redis-py-blocking"
-REDISPOOL = "redispool"
-CLIENT = "redispool-client"
-
-LABELS = {
-    REDIS_PY: "redis-py ConnectionPool",
-    REDIS_PY_BLOCKING: "redis-py BlockingConnectionPool",
-    REDISPOOL: "redispool.ConnectionPool",
-    CLIENT: "redispool.Client",
-}
-
-
-def available_candidates() -> list[str]:
-    """Every candidate this install can run; ``redispool.Client`` only once it exists."""
-    names = [REDIS_PY, REDIS_PY_BLOCKING, REDISPOOL]
-    if hasattr(redispool, "Client"):
-        names.append(CLIENT)
-    return names
+from ._candidates import Counter, build_client, close_client, instrument, samples, split_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,94 +63,6 @@ class Segment:
 
 # Seconds an interrupted run waits for each worker to finish its command in hand.
 STOP_GRACE = 5.0
-
-# The calling thread's acquire-wait list, filled by the get_connection wrapper.
-_samples = threading.local()
-
-
-def split_url(url: str) -> tuple[str, dict[str, str]]:
-    """Remove redispool's own options from a URL's query string; return both parts.
-
-    redis-py's pools reject query parameters they do not know, so the URL given to
-    them must not carry ``max_idle`` and friends; redispool's pools get them back.
-    """
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    own = {k: v for k, v in query if k in OPTION_NAMES}
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in OPTION_NAMES])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), own
-
-
-def build_client(candidate: str, url: str, max_connections: int, timeout: float) -> redis.Redis:
-    """A ``redis.Redis`` (or ``redispool.Client``) over a fresh, instrumented pool."""
-    base, own = split_url(url)
-    options: dict[str, Any] = {**own, "max_connections": max_connections}
-    client: redis.Redis
-    if candidate == REDIS_PY:
-        client = redis.Redis(
-            connection_pool=redis.ConnectionPool.from_url(base, max_connections=max_connections)
-        )
-    elif candidate == REDIS_PY_BLOCKING:
-        pool = redis.BlockingConnectionPool.from_url(base, max_connections=max_connections, timeout=timeout)
-        client = redis.Redis(connection_pool=pool)
-    elif candidate == REDISPOOL:
-        options.setdefault("timeout", timeout)
-        client = redis.Redis(connection_pool=redispool.ConnectionPool.from_url(base, **options))
-    elif candidate == CLIENT:
-        options.setdefault("timeout", timeout)
-        client = redispool.Client.from_url(base, **options)  # type: ignore[attr-defined]
-    else:
-        raise ValueError(f"unknown candidate {candidate!r}; choose from {', '.join(LABELS)}")
-    return client
-
-
-def close_client(client: redis.Redis) -> None:
-    """Close the client and its pool; redispool's pools are shut down for good."""
-    pool = client.connection_pool
-    try:
-        client.close()
-    finally:
-        shutdown = getattr(pool, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        else:
-            pool.disconnect()
-
-
-class Counter:
-    """Connections created by one pool; ``+=`` on an int is atomic enough under the GIL
-    for a tally that only one side reads after the workers have joined."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-def instrument(pool: Any) -> Counter:
-    """Shadow ``get_connection``/``make_connection`` on this pool instance.
-
-    Both wrappers are plain closures so their overhead is the same for every pool.
-    """
-    opened = Counter()
-    inner_get: Callable[..., Any] = pool.get_connection
-    inner_make: Callable[[], Any] = pool.make_connection
-    clock = time.perf_counter
-
-    def get_connection(*args: Any, **kwargs: Any) -> Any:
-        start = clock()
-        conn = inner_get(*args, **kwargs)
-        waits = getattr(_samples, "waits", None)
-        if waits is not None:
-            waits.append(clock() - start)
-        return conn
-
-    def make_connection() -> Any:
-        conn = inner_make()  # redis-py's raises "Too many connections" here: not an opening
-        opened.value += 1
-        return conn
-
-    pool.get_connection = get_connection
-    pool.make_connection = make_connection
-    return opened
 
 
 def key_names(prefix: str, count: int) -> list[str]:
@@ -255,7 +140,7 @@ def _drive(
 
     def worker(index: int) -> None:
         waits: list[float] = []
-        _samples.waits = waits
+        samples.waits = waits
         try:
             barrier.wait()
             outcome = _work(client, workload, keys, per_thread[index], deadline_box[0], control, index)
@@ -264,7 +149,7 @@ def _drive(
                 return  # the run was aborted under us (barrier broken, pool closed): not news
             raise
         finally:
-            _samples.waits = None
+            samples.waits = None
         with lock:
             results.append((outcome[0], outcome[1], waits, outcome[2]))
 
@@ -365,46 +250,3 @@ def _work(
         if clock() >= deadline:
             break
     return done, latencies, errors
-
-
-def checkout_cost(candidate: str, url: str, iterations: int) -> float:
-    """Seconds per ``get_connection()`` + ``release()`` with no command, one thread.
-
-    The first checkout opens the connection and a short warm-up follows; neither is
-    timed. The pool is built exactly as for the workload, without instrumentation.
-    """
-    client = build_client(candidate, url, 1, 10.0)
-    pool: Any = client.connection_pool
-    try:
-        get = _plain_get_connection(pool)
-        release = pool.release
-        for _ in range(min(iterations, 200)):
-            release(get())
-        clock = time.perf_counter
-        start = clock()
-        for _ in range(iterations):
-            release(get())
-        return (clock() - start) / iterations
-    finally:
-        close_client(client)
-
-
-def _plain_get_connection(pool: Any) -> Callable[[], Any]:
-    """``pool.get_connection`` callable with no arguments on every redis-py >= 5.
-
-    redis-py < 5.3 requires a command name; >= 5.3 warns if one is passed.
-    """
-    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
-    if parameter is not None and parameter.default is inspect.Parameter.empty:
-        return lambda: pool.get_connection("PING")
-    return pool.get_connection  # type: ignore[no-any-return]
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to print or log."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

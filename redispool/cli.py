@@ -25,8 +25,16 @@ from typing import Any
 
 import redis
 
-from . import _bench, _doctor, _size, _workload
-from ._options import OPTION_NAMES
+from . import _bench, _candidates, _doctor, _size
+from ._argtypes import (
+    candidate_list,
+    fraction,
+    int_list,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+)
 from ._progress import Progress
 from ._server import INSTALL_HINT, RedisServer, ServerNotFound
 from ._workload import Control, Workload
@@ -40,72 +48,6 @@ class UserError(Exception):
 
 class UsageError(Exception):
     """A bad URL or pool option, found after argparse (exit 2)."""
-
-
-# ---------------------------------------------------------------------- argument types
-
-
-def _positive_int(text: str) -> int:
-    return int(_number(text, int, minimum=1))
-
-
-def _non_negative_int(text: str) -> int:
-    return int(_number(text, int, minimum=0))
-
-
-def _positive_float(text: str) -> float:
-    value = float(_number(text, float, minimum=0))
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(_number(text, float, minimum=0))
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text!r}")
-    return value
-
-
-def _number(text: str, kind: Callable[[str], Any], minimum: float) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        word = "a whole number" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {word}, not {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {minimum:g} or more, not {text!r}")
-    return value
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("needs at least one number, e.g. 1,4,16")
-    return tuple(_positive_int(p) for p in parts)
-
-
-def _candidate_list(text: str) -> tuple[str, ...]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    known = _workload.available_candidates()
-    for name in names:
-        if name not in known:
-            raise argparse.ArgumentTypeError(f"unknown pool {name!r}; choose from {', '.join(known)}")
-    if not names:
-        raise argparse.ArgumentTypeError(f"needs at least one of {', '.join(known)}")
-    return tuple(dict.fromkeys(names))
-
-
-def _option(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    name = name.strip().replace("-", "_")
-    if not sep or name not in OPTION_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=VALUE with a pool option ({', '.join(sorted(OPTION_NAMES))}), not {text!r}"
-        )
-    return name, value
 
 
 # ---------------------------------------------------------------------- parser
@@ -128,27 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(bench)
     bench.add_argument(
         "--threads",
-        type=_int_list,
+        type=int_list,
         default=(1, 4, 16, 64),
         metavar="N,N,..",
         help="thread counts (1,4,16,64)",
     )
     bench.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="pool size for every run (default: = threads)",
     )
-    bench.add_argument("--rounds", type=_positive_int, default=3, metavar="N", help="interleaved rounds (3)")
+    bench.add_argument("--rounds", type=positive_int, default=3, metavar="N", help="interleaved rounds (3)")
     bench.add_argument(
         "--candidates",
-        type=_candidate_list,
+        type=candidate_list,
         metavar="NAME,..",
-        help=f"pools to compare (default: all of {', '.join(_workload.available_candidates())})",
+        help=f"pools to compare (default: all of {', '.join(_candidates.available_candidates())})",
     )
     bench.add_argument(
         "--pool-iterations",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=50000,
         metavar="N",
         help="checkout+return pairs for the pool-only cost; 0 skips it (50000)",
@@ -163,31 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
         "acquire wait per size and recommend the smallest size near peak throughput.",
     )
     _add_target(size)
-    size.add_argument("--threads", type=_positive_int, default=16, metavar="N", help="worker threads (16)")
+    size.add_argument("--threads", type=positive_int, default=16, metavar="N", help="worker threads (16)")
     size.add_argument(
         "--sizes",
-        type=_int_list,
+        type=int_list,
         metavar="N,N,..",
         help="sizes to try (default: powers of two up to --threads)",
     )
-    size.add_argument("--rounds", type=_positive_int, default=2, metavar="N", help="interleaved rounds (2)")
+    size.add_argument("--rounds", type=positive_int, default=2, metavar="N", help="interleaved rounds (2)")
     size.add_argument(
         "--pool",
-        type=_candidate_list,
-        default=(_workload.REDISPOOL,),
+        type=candidate_list,
+        default=(_candidates.REDISPOOL,),
         metavar="NAME",
         help="the pool to size (redispool)",
     )
     size.add_argument(
         "--max-wait-ms",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="MS",
         help="p99 acquire wait a size must stay under (5)",
     )
     size.add_argument(
         "--tolerance",
-        type=_fraction,
+        type=fraction,
         default=0.05,
         metavar="F",
         help="'near the peak' throughput margin (0.05)",
@@ -204,21 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "url", nargs="?", metavar="URL", help="redis://, rediss:// or unix:// (default: $REDIS_URL)"
     )
-    doctor.add_argument("--max-connections", type=_positive_int, metavar="N", help="pool max_connections")
-    doctor.add_argument("--max-idle", type=_positive_float, metavar="SECONDS", help="pool max_idle")
+    doctor.add_argument("--max-connections", type=positive_int, metavar="N", help="pool max_connections")
+    doctor.add_argument("--max-idle", type=positive_float, metavar="SECONDS", help="pool max_idle")
     doctor.add_argument(
         "-o",
         "--option",
-        type=_option,
+        type=option,
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="any other pool option, e.g. -o ping_timeout=0.5 (repeatable)",
     )
     doctor.add_argument(
-        "--processes", type=_positive_int, default=1, metavar="N", help="processes sharing the server (1)"
+        "--processes",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the server (1)",
     )
-    doctor.add_argument("--pings", type=_positive_int, default=10, metavar="N", help="PINGs to time (10)")
+    doctor.add_argument("--pings", type=positive_int, default=10, metavar="N", help="PINGs to time (10)")
     doctor.add_argument("--strict", action="store_true", help="exit 1 when any warning is found")
     doctor.set_defaults(func=_cmd_doctor)
     return parser
@@ -236,21 +182,29 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def _add_workload(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("workload")
-    group.add_argument("--get-ratio", type=_fraction, default=0.9, metavar="F", help="fraction of GETs (0.9)")
-    group.add_argument("--value-size", type=_non_negative_int, default=100, metavar="BYTES", help="(100)")
+    group.add_argument("--get-ratio", type=fraction, default=0.9, metavar="F", help="fraction of GETs (0.9)")
+    group.add_argument("--value-size", type=non_negative_int, default=100, metavar="BYTES", help="(100)")
     group.add_argument(
-        "--pipeline", type=_positive_int, default=1, metavar="N", help="commands per round trip (1: none)"
+        "--pipeline",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="commands per round trip (1: none)",
     )
     length = group.add_mutually_exclusive_group()
     length.add_argument(
-        "--duration", type=_positive_float, default=0.5, metavar="SECONDS", help="per run (0.5)"
+        "--duration", type=positive_float, default=0.5, metavar="SECONDS", help="per run (0.5)"
     )
     length.add_argument(
-        "--ops", type=_positive_int, metavar="N", help="commands per run instead of a duration"
+        "--ops", type=positive_int, metavar="N", help="commands per run instead of a duration"
     )
-    group.add_argument("--keys", type=_positive_int, default=1000, metavar="N", help="distinct keys (1000)")
+    group.add_argument("--keys", type=positive_int, default=1000, metavar="N", help="distinct keys (1000)")
     group.add_argument(
-        "--timeout", type=_positive_float, default=10.0, metavar="SECONDS", help="acquire timeout (10)"
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="acquire timeout (10)",
     )
 
 
@@ -276,7 +230,7 @@ def _cmd_bench(args: argparse.Namespace, control: Control) -> int:
         threads=args.threads,
         max_connections=args.max_connections,
         rounds=args.rounds,
-        candidates=args.candidates or tuple(_workload.available_candidates()),
+        candidates=args.candidates or tuple(_candidates.available_candidates()),
         pool_iterations=args.pool_iterations,
     )
     runs = plan.rounds * len(plan.candidates) * (len(plan.threads) + (1 if plan.pool_iterations else 0))
@@ -356,7 +310,7 @@ def _target(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[str,
         except (ValueError, TypeError) as error:
             raise UsageError(str(error)) from None
         _doctor.reach(base)
-        yield url, _workload.redact_url(url)
+        yield url, _doctor.redact_url(url)
         return
     try:
         server = RedisServer()

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import redispool
-from redispool import _size, _workload
+from redispool import _candidates, _size
 from redispool._server import INSTALL_HINT, RedisServer, ServerNotFound, free_port
 from redispool.cli import main
 
@@ -83,9 +83,9 @@ def test_bench_table_and_json_schema(
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    candidates = _workload.available_candidates()
+    candidates = _candidates.available_candidates()
     for name in candidates:
-        assert _workload.LABELS[name] in captured.out
+        assert _candidates.LABELS[name] in captured.out
     assert "pool-only cost" in captured.out
     assert "| threads | conns | pool" in captured.out
     assert "[" in captured.err and "round 1/1" in captured.err  # progress went to stderr
@@ -120,7 +120,7 @@ def test_bench_table_and_json_schema(
         assert row["ops_per_sec"] > 0
         _summary_shape(row["latency_us"])
         _summary_shape(row["acquire_wait_us"])
-        if row["candidate"] == _workload.REDIS_PY:
+        if row["candidate"] == _candidates.REDIS_PY:
             assert row["ratio"] == 1.0
 
 
@@ -398,7 +398,7 @@ def test_bench_includes_client_once_it_exists(
 ) -> None:
     if not hasattr(redispool, "Client"):
         monkeypatch.setattr(redispool, "Client", _StandInClient, raising=False)
-    assert _workload.CLIENT in _workload.available_candidates()
+    assert _candidates.CLIENT in _candidates.available_candidates()
     argv = ["bench", "--url", redis_url, "--threads", "2", "--candidates", "redis-py,redispool-client"]
     assert main([*argv, *TINY, "--pool-iterations", "20", "--json", "-", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
