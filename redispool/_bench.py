@@ -16,11 +16,13 @@ The report is a plain dict, the JSON document ``--json`` writes. Schema
     pool_only     [{candidate, label, ns_per_op, ratio}]   median over rounds;
                   ratio = ns_per_op / redis-py's (lower is cheaper)
     results       [{candidate, label, threads, max_connections, ops, seconds,
-                    ops_per_sec, ratio, latency_us: {p50, p99, max},
+                    ops_per_sec, ops_per_sec_rounds: [float], ratio,
+                    latency_us: {p50, p99, max},
                     acquire_wait_us: {p50, p99, max}, acquires,
                     connections_opened, errors, error_kinds: {name: count}}]
-                  ratio = ops_per_sec / redis-py's at the same thread count
-                  (null when redis-py was not run or did nothing)
+                  ops_per_sec = all commands / all seconds over the rounds;
+                  ratio = median over rounds of ops/s / redis-py's ops/s in the
+                  same round and thread count (null when redis-py was not run)
 
 ``max_connections: null`` in the workload means "equal to the thread count" for each
 row. Percentiles are nearest-rank; an empty sample list gives null.
@@ -188,6 +190,7 @@ def _aggregate(segments: list[Segment], candidates: list[str], plan: BenchPlan) 
                 "ops": ops,
                 "seconds": round(seconds, 4),
                 "ops_per_sec": round(ops / seconds, 1) if seconds > 0 else 0.0,
+                "ops_per_sec_rounds": [round(s.ops / s.seconds, 1) if s.seconds > 0 else 0.0 for s in mine],
                 "ratio": None,
                 "latency_us": summary_us(latencies),
                 "acquire_wait_us": summary_us(waits),
@@ -196,12 +199,22 @@ def _aggregate(segments: list[Segment], candidates: list[str], plan: BenchPlan) 
                 "errors": sum(errors.values()),
                 "error_kinds": errors,
             }
-        reference = by_name.get(REDIS_PY, {}).get("ops_per_sec")
+        reference = by_name.get(REDIS_PY, {}).get("ops_per_sec_rounds")
         for row in by_name.values():
             if reference:
-                row["ratio"] = round(row["ops_per_sec"] / reference, 3)
+                row["ratio"] = _paired_ratio(row["ops_per_sec_rounds"], reference)
             rows.append(row)
     return rows
+
+
+def _paired_ratio(mine: list[float], reference: list[float]) -> float | None:
+    """Median over rounds of this round's throughput over redis-py's in the same round.
+
+    Candidates of one round run back to back, so pairing them cancels most of the
+    drift of a shared machine; the median ignores a round hit by a burst of load.
+    """
+    ratios = [a / b for a, b in zip(mine, reference, strict=True) if b > 0]
+    return round(statistics.median(ratios), 3) if ratios else None
 
 
 def render(report: dict[str, Any]) -> str:
@@ -239,7 +252,10 @@ def render(report: dict[str, Any]) -> str:
                 str(r["connections_opened"]), str(r["errors"]),
             ]
         )  # fmt: skip
-    lines.append("commands through redis.Redis (latency per round trip; wait = time inside get_connection)")
+    lines.append(
+        "commands through redis.Redis (cmd = one round trip; wait = time inside get_connection; "
+        "vs redis-py = median of per-round ratios)"
+    )
     lines.append(_table.render(headers, rows))
     kinds = sorted({k for r in report["results"] for k in r["error_kinds"]})
     if kinds:

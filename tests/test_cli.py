@@ -109,7 +109,8 @@ def test_bench_table_and_json_schema(
     assert len(rows) == 2 * len(candidates)
     for row in rows:
         assert set(row) == {
-            "candidate", "label", "threads", "max_connections", "ops", "seconds", "ops_per_sec", "ratio",
+            "candidate", "label", "threads", "max_connections", "ops", "seconds", "ops_per_sec",
+            "ops_per_sec_rounds", "ratio",
             "latency_us", "acquire_wait_us", "acquires", "connections_opened", "errors", "error_kinds",
         }  # fmt: skip
         assert row["max_connections"] == row["threads"]  # default: as many as threads
@@ -118,6 +119,7 @@ def test_bench_table_and_json_schema(
         assert row["acquires"] == 40  # one get_connection per command without a pipeline
         assert 1 <= row["connections_opened"] <= row["max_connections"]
         assert row["ops_per_sec"] > 0
+        assert len(row["ops_per_sec_rounds"]) == 1 and row["ops_per_sec_rounds"][0] > 0
         _summary_shape(row["latency_us"])
         _summary_shape(row["acquire_wait_us"])
         if row["candidate"] == _candidates.REDIS_PY:
