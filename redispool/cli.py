@@ -327,7 +327,8 @@ def _target(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[str,
         yield server.url, "private redis-server started for this run"
     finally:
         pid = server.pid
-        server.cleanup()
+        with _signals_held():
+            server.cleanup()
         if pid is not None:
             _say(f"stopped the private redis-server (pid {pid})", progress)
 
@@ -370,6 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             control.stop = True  # worker threads of an aborted run wind down
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore a second Ctrl-C (or SIGTERM) while the private server is being removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
