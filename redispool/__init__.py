@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ._client import Client
 from ._options import PoolOptions
 from ._pool import ConnectionPool
+from ._retry import RetryPolicy
 from ._stats import ConnectionInfo
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
 
@@ -14,12 +16,14 @@ BlockingConnectionPool = ConnectionPool
 
 __all__ = [
     "BlockingConnectionPool",
+    "Client",
     "ConnectionInfo",
     "ConnectionPool",
     "PoolClosed",
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "RetryPolicy",
     "ServerUnavailable",
     "TooManyWaiters",
     "__version__",
