@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -18,9 +19,19 @@ from .errors import PoolError, PoolTimeout
 
 log = logging.getLogger("redispool")
 
-# Backoff between connect attempts of one caller: 50 ms doubling to 1 s, with up to
+# Backoff between connect attempts of one caller: 50 ms doubling to 1 s, plus up to
 # 50 ms of jitter so a herd of callers does not reconnect in lockstep.
-_backoff = tenacity.wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05)
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 1.0
+BACKOFF_JITTER = 0.05
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""
+    growth: float = BACKOFF_FIRST * 2.0 ** (attempt - 1)
+    return min(BACKOFF_MAX, growth) + random.uniform(0, BACKOFF_JITTER)
+
+
 # While the circuit is open, at most one trial connect per this many seconds.
 PROBE_INTERVAL = 0.5
 
@@ -137,7 +148,7 @@ def open_with_backoff(
     """
 
     def wait(state: tenacity.RetryCallState) -> float:
-        delay = float(_backoff(state))
+        delay = backoff(state.attempt_number)
         if deadline is None:
             return delay
         return max(0.0, min(delay, deadline - time.monotonic()))

@@ -84,8 +84,8 @@ class _Meta:
         "id",
         "last_used",
         "owner",
-        "prev_holder",
         "ref",
+        "released_by",
         "stack",
         "uses",
         "warned",
@@ -100,7 +100,7 @@ class _Meta:
         self.last_used = created
         self.uses = 0
         self.holder: threading.Thread | None = None
-        self.prev_holder: threading.Thread | None = None
+        self.released_by: threading.Thread | None = None  # who returned it last
         self.borrowed_at = 0.0
         self.stack: traceback.StackSummary | None = None
         self.warned = False
@@ -321,7 +321,8 @@ class ConnectionPool(redis.ConnectionPool):
         if not self._registered:
             self._register()
         start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
+        # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
+        deadline = start + timeout if timeout else None
         conn = self._take(timeout, deadline, start, have_slot=False)
         while True:
             if conn is None:
@@ -420,7 +421,7 @@ class ConnectionPool(redis.ConnectionPool):
                 if waiter.error is not None:
                     raise waiter.error
                 if waiter.conn is not None and self._options.leak_warning_after is not None:
-                    waiter.conn._rp_meta.stack = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+                    waiter.conn._rp_meta.stack = _borrow_stack()
                 return waiter.conn
         if warn:
             log.warning("%s", error)
@@ -474,7 +475,6 @@ class ConnectionPool(redis.ConnectionPool):
     def _lend(self, conn: Any) -> None:
         """Record ``conn`` as borrowed by the current thread.  Locked."""
         meta: _Meta = conn._rp_meta
-        meta.prev_holder = meta.holder
         meta.holder = threading.current_thread()
         meta.uses += 1
         self._in_use[meta] = None
@@ -482,7 +482,7 @@ class ConnectionPool(redis.ConnectionPool):
         if self._options.leak_warning_after is not None:
             meta.borrowed_at = self._clock()
             meta.warned = False
-            meta.stack = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+            meta.stack = _borrow_stack()
 
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
@@ -634,7 +634,7 @@ class ConnectionPool(redis.ConnectionPool):
             elif (
                 meta.holder is not None
                 and meta.holder is not threading.current_thread()
-                and (meta.prev_holder is threading.current_thread())
+                and meta.released_by is threading.current_thread()
             ):
                 # This thread already returned it once; someone else borrowed it since.
                 # Returning it again would let two borrowers share it.
@@ -643,6 +643,7 @@ class ConnectionPool(redis.ConnectionPool):
             else:
                 del self._in_use[meta]
                 self._counters.returns += 1
+                meta.released_by = threading.current_thread()
                 meta.last_used = self._clock()
                 reason = self._return_verdict(conn, meta, meta.last_used)
                 if reason is None:
@@ -690,7 +691,6 @@ class ConnectionPool(redis.ConnectionPool):
         if self._waiters:
             waiter = self._waiters.popleft()
             meta: _Meta = conn._rp_meta
-            meta.prev_holder = meta.holder
             meta.holder = waiter.thread
             meta.uses += 1
             self._in_use[meta] = None
@@ -1032,6 +1032,17 @@ def _reclaimer(pool_ref: weakref.ref[ConnectionPool], meta: _Meta) -> Callable[[
             pool._reclaimed.append(meta)  # deque.append is atomic; take no lock here
 
     return lost
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _borrow_stack() -> traceback.StackSummary:
+    """The caller's stack, without redispool's own frames, for leak warnings."""
+    frames = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+    return traceback.StackSummary.from_list(
+        [f for f in frames if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
+    )
 
 
 def _format_stack(meta: _Meta) -> str:

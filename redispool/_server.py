@@ -92,7 +92,9 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    reply = sock.recv(64)
+                    # PONG, or an error such as NOAUTH from a password-protected server.
+                    if reply and not reply.startswith(b"-LOADING"):
                         return
             except OSError:
                 pass
