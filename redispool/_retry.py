@@ -123,9 +123,11 @@ class RetryPolicy:
                 retry=tenacity.retry_all(tenacity.retry_if_exception(retryable_error), self.retrying.retry),
                 reraise=True,
             )
-        backoff = tenacity.wait_exponential_jitter(
-            initial=self.backoff, max=self.max_backoff, jitter=self.jitter
-        )
+        # backoff * 2**(n-1), capped, plus jitter (wait_exponential_jitter's keywords
+        # changed between tenacity 8 and 9, so it is built from stable parts).
+        backoff = tenacity.wait_exponential(
+            multiplier=self.backoff, max=self.max_backoff
+        ) + tenacity.wait_random(0, self.jitter)
 
         def stop(state: tenacity.RetryCallState) -> bool:
             if state.attempt_number >= self.attempts:
