@@ -78,7 +78,7 @@ def build_client(candidate: str, url: str, max_connections: int, timeout: float)
         client = redis.Redis(connection_pool=redispool.ConnectionPool.from_url(base, **options))
     elif candidate == CLIENT:
         options.setdefault("timeout", timeout)
-        client = redispool.Client.from_url(base, **options)  # type: ignore[attr-defined]
+        client = redispool.Client.from_url(base, **options)
     else:
         raise ValueError(f"unknown candidate {candidate!r}; choose from {', '.join(LABELS)}")
     return client

@@ -72,6 +72,18 @@ def cluster_pool_class(**options: Any) -> type[ClusterNodePool]:
     )
 
 
+def _pools_of(cluster: RedisCluster) -> list[tuple[str, ConnectionPool]]:
+    """Every redispool pool under ``cluster``: current nodes first, then startup nodes
+    (whose pools may be separate objects), each pool once."""
+    manager = cluster.nodes_manager
+    found: dict[int, tuple[str, ConnectionPool]] = {}
+    for node in [*manager.nodes_cache.values(), *manager.startup_nodes.values()]:
+        pool = getattr(node.redis_connection, "connection_pool", None)
+        if isinstance(pool, ConnectionPool):
+            found.setdefault(id(pool), (node.name, pool))
+    return list(found.values())
+
+
 class ClusterClient(RedisCluster):
     """``RedisCluster`` whose node pools are redispool pools, with per-node stats.
 
@@ -105,12 +117,23 @@ class ClusterClient(RedisCluster):
     def pools(self) -> dict[str, ConnectionPool]:
         """The redispool pool of every known node, by ``host:port``."""
         found: dict[str, ConnectionPool] = {}
-        for node in self.get_nodes():  # type: ignore[no-untyped-call]
-            client = node.redis_connection
-            pool = getattr(client, "connection_pool", None)
-            if isinstance(pool, ConnectionPool):
-                found[node.name] = pool
+        for name, pool in _pools_of(self):
+            found.setdefault(name, pool)
         return found
+
+    def close(self) -> None:
+        """Close the client and its node pools' connections.
+
+        ``RedisCluster.close()`` leaves the node pools' idle sockets open (redis-py does
+        not own a pool it was given); this client made them, so it closes them too. The
+        pools stay usable, as ``ConnectionPool.close()`` promises.
+        """
+        pools = _pools_of(self)
+        try:
+            super().close()
+        finally:
+            for _, pool in pools:
+                pool.close()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """``pool.stats()`` of every node, by ``host:port``."""

@@ -31,7 +31,9 @@ class Maintainer:
 
     def _init_state(self) -> None:
         # _lock guards _pools and _thread; never held while a pool is maintained.
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection inside the locked section may run a client's
+        # __del__ that closes its pool, which unregisters it from this very thread.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._pools: weakref.WeakSet[Maintainable] = weakref.WeakSet()
         self._thread: threading.Thread | None = None

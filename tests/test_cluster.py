@@ -36,6 +36,18 @@ def make_client(url: str, **options: Any) -> RedisCluster:
     return RedisCluster.from_url(url, connection_pool_class=redispool.cluster_pool_class(**options))
 
 
+def close(client: RedisCluster) -> None:
+    """Close the client and its node pools: RedisCluster.close() leaves pools it was
+    given open (ClusterClient.close() does this itself)."""
+    manager = client.nodes_manager
+    nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+    pools = [getattr(node.redis_connection, "connection_pool", None) for node in nodes]
+    client.close()
+    for pool in pools:
+        if pool is not None:
+            pool.close()
+
+
 def node_pool(client: RedisCluster, key: str) -> redispool.ConnectionPool:
     pool = client.get_node_from_key(key).redis_connection.connection_pool
     assert isinstance(pool, redispool.ConnectionPool)
@@ -88,7 +100,7 @@ def test_keys_in_every_slot_go_through_redispool_node_pools(cluster: ClusterDepl
             assert stats["in_use"] == 0 and stats["size"] <= 3
             assert stats["connect_errors"] == 0
     finally:
-        client.close()
+        close(client)
 
 
 def test_moved_and_ask_during_a_slot_migration(cluster: ClusterDeployment, key: str) -> None:
@@ -123,7 +135,7 @@ def test_moved_and_ask_during_a_slot_migration(cluster: ClusterDeployment, key: 
         for pool in (node.redis_connection.connection_pool for node in client.get_primaries()):
             assert pool.stats()["in_use"] == 0
     finally:
-        client.close()
+        close(client)
 
 
 def test_an_exhausted_node_pool_raises_max_connections_error_and_others_keep_serving(
@@ -185,7 +197,7 @@ def test_an_exhausted_node_pool_raises_max_connections_error_and_others_keep_ser
         assert client.get(busy_key) == b"v"
         assert busy.stats()["in_use"] == 0 and busy.stats()["connect_errors"] == 0
     finally:
-        client.close()
+        close(client)
 
 
 @pytest.mark.slow
@@ -221,6 +233,8 @@ def test_a_dead_node_does_not_poison_the_other_node_pools(key: str) -> None:
                 assert stats[node]["fail_fast"] == 0 and stats[node]["timeouts"] == 0
         finally:
             client.close()
+        # ClusterClient owns its node pools: closing it closes their connections.
+        assert all(p.stats()["idle"] == 0 for p in client.pools().values())
 
 
 def test_cluster_pool_class_validates_and_merges_options() -> None:
