@@ -387,19 +387,7 @@ def test_interrupted_bench_removes_its_server(sig: signal.Signals) -> None:
     assert not _alive(pid)
 
 
-class _StandInClient(redis.Redis):
-    """What ``redispool.Client`` promises: ``from_url(url, **pool_options)`` over our pool."""
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> _StandInClient:  # type: ignore[override]
-        return cls(connection_pool=redispool.ConnectionPool.from_url(url, **options))
-
-
-def test_bench_includes_client_once_it_exists(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    if not hasattr(redispool, "Client"):
-        monkeypatch.setattr(redispool, "Client", _StandInClient, raising=False)
+def test_bench_runs_redispool_client(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _candidates.CLIENT in _candidates.available_candidates()
     argv = ["bench", "--url", redis_url, "--threads", "2", "--candidates", "redis-py,redispool-client"]
     assert main([*argv, *TINY, "--pool-iterations", "20", "--json", "-", "-q"]) == 0
