@@ -16,13 +16,15 @@ The report is a plain dict, the JSON document ``--json`` writes. Schema
     pool_only     [{candidate, label, ns_per_op, ratio}]   median over rounds;
                   ratio = ns_per_op / redis-py's (lower is cheaper)
     results       [{candidate, label, threads, max_connections, ops, seconds,
-                    ops_per_sec, ops_per_sec_rounds: [float], ratio,
+                    ops_per_sec, ops_per_sec_rounds: [float], ratio, cpu_us_per_op,
                     latency_us: {p50, p99, max},
                     acquire_wait_us: {p50, p99, max}, acquires,
                     connections_opened, errors, error_kinds: {name: count}}]
                   ops_per_sec = all commands / all seconds over the rounds;
                   ratio = median over rounds of ops/s / redis-py's ops/s in the
-                  same round and thread count (null when redis-py was not run)
+                  same round and thread count (null when redis-py was not run);
+                  cpu_us_per_op = this process's CPU time (all threads) per command:
+                  the client-side cost, far less sensitive to a busy machine than ops/s
 
 ``max_connections: null`` in the workload means "equal to the thread count" for each
 row. Percentiles are nearest-rank; an empty sample list gives null.
@@ -190,6 +192,7 @@ def _aggregate(segments: list[Segment], candidates: list[str], plan: BenchPlan) 
                 "ops": ops,
                 "seconds": round(seconds, 4),
                 "ops_per_sec": round(ops / seconds, 1) if seconds > 0 else 0.0,
+                "cpu_us_per_op": round(sum(s.cpu for s in mine) / ops * 1e6, 2) if ops else None,
                 "ops_per_sec_rounds": [round(s.ops / s.seconds, 1) if s.seconds > 0 else 0.0 for s in mine],
                 "ratio": None,
                 "latency_us": summary_us(latencies),
@@ -237,7 +240,7 @@ def render(report: dict[str, Any]) -> str:
         ]
         lines += [_table.render(["pool", "per checkout+return", "vs redis-py"], rows), ""]
     headers = [
-        "threads", "conns", "pool", "ops/s", "vs redis-py", "cmd p50", "cmd p99", "cmd max",
+        "threads", "conns", "pool", "ops/s", "vs redis-py", "CPU/op", "cmd p50", "cmd p99", "cmd max",
         "wait p50", "wait p99", "wait max", "opened", "errors",
     ]  # fmt: skip
     rows = []
@@ -246,7 +249,7 @@ def render(report: dict[str, Any]) -> str:
         rows.append(
             [
                 str(r["threads"]), str(r["max_connections"]), r["label"], _table.count(r["ops_per_sec"]),
-                _table.ratio(r["ratio"]),
+                _table.ratio(r["ratio"]), _us(r["cpu_us_per_op"]),
                 *(_us(lat[k]) for k in ("p50", "p99", "max")),
                 *(_us(wait[k]) for k in ("p50", "p99", "max")),
                 str(r["connections_opened"]), str(r["errors"]),
@@ -254,7 +257,7 @@ def render(report: dict[str, Any]) -> str:
         )  # fmt: skip
     lines.append(
         "commands through redis.Redis (cmd = one round trip; wait = time inside get_connection; "
-        "vs redis-py = median of per-round ratios)"
+        "vs redis-py = median of per-round ratios; CPU/op = client CPU per command)"
     )
     lines.append(_table.render(headers, rows))
     kinds = sorted({k for r in report["results"] for k in r["error_kinds"]})

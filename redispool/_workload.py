@@ -55,6 +55,7 @@ class Segment:
     max_connections: int
     ops: int  # commands that succeeded
     seconds: float  # wall time from the start barrier to the last worker's end
+    cpu: float  # CPU seconds this process used meanwhile, all threads (not the server's)
     latencies: list[float]  # seconds per round trip (one command, or one pipeline)
     waits: list[float]  # seconds spent inside get_connection, per call
     opened: int  # connection objects the pool created
@@ -158,6 +159,7 @@ def _drive(
     for thread in workers:
         thread.start()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     deadline_box.append(start + workload.duration if workload.duration is not None else float("inf"))
     try:
         barrier.wait()
@@ -172,6 +174,7 @@ def _drive(
             thread.join(timeout=STOP_GRACE)
         raise
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     ops = sum(r[0] for r in results)
     errors: dict[str, int] = {}
     for r in results:
@@ -183,6 +186,7 @@ def _drive(
         max_connections=max_connections,
         ops=ops,
         seconds=seconds,
+        cpu=cpu,
         latencies=[x for r in results for x in r[1]],
         waits=[x for r in results for x in r[2]],
         opened=opened.value,

@@ -110,7 +110,7 @@ def test_bench_table_and_json_schema(
     for row in rows:
         assert set(row) == {
             "candidate", "label", "threads", "max_connections", "ops", "seconds", "ops_per_sec",
-            "ops_per_sec_rounds", "ratio",
+            "ops_per_sec_rounds", "ratio", "cpu_us_per_op",
             "latency_us", "acquire_wait_us", "acquires", "connections_opened", "errors", "error_kinds",
         }  # fmt: skip
         assert row["max_connections"] == row["threads"]  # default: as many as threads
@@ -118,7 +118,7 @@ def test_bench_table_and_json_schema(
         assert row["ops"] == 40  # --ops is exact when nothing fails
         assert row["acquires"] == 40  # one get_connection per command without a pipeline
         assert 1 <= row["connections_opened"] <= row["max_connections"]
-        assert row["ops_per_sec"] > 0
+        assert row["ops_per_sec"] > 0 and row["cpu_us_per_op"] >= 0
         assert len(row["ops_per_sec_rounds"]) == 1 and row["ops_per_sec_rounds"][0] > 0
         _summary_shape(row["latency_us"])
         _summary_shape(row["acquire_wait_us"])
