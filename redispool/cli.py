@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+import redispool
+
 from . import _bench, _candidates, _doctor, _size
 from ._argtypes import (
     candidate_list,
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark, size and check redispool against redis-py's pools.",
         epilog="Run `redispool COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {redispool.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser(

@@ -217,6 +217,11 @@ def test_unwritable_json_path_fails_before_the_run(
     assert STARTED not in captured.err  # refused before any server was started
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"redispool {redispool.__version__}\n"
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "bench" in capsys.readouterr().err
