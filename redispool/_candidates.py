@@ -37,11 +37,8 @@ LABELS = {
 
 
 def available_candidates() -> list[str]:
-    """Every candidate this install can run; ``redispool.Client`` only once it exists."""
-    names = [REDIS_PY, REDIS_PY_BLOCKING, REDISPOOL]
-    if hasattr(redispool, "Client"):
-        names.append(CLIENT)
-    return names
+    """Every candidate, in table order: redis-py's two pools first, the reference first of all."""
+    return list(LABELS)
 
 
 # The calling thread's acquire-wait list, filled by the get_connection wrapper.
