@@ -104,16 +104,17 @@ class RedisServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         if process.stderr:
-            process.stderr.close()
+            process.stderr.close()  # also when it exited by itself (e.g. failed to start)
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL)."""
