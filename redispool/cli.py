@@ -319,8 +319,13 @@ def _target(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[str,
         server = RedisServer()
     except ServerNotFound:
         raise UserError(INSTALL_HINT) from None
+    announced = None
     try:
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as error:  # exited at start, or never answered
+            raise UserError(f"could not start a private redis-server ({server.binary}): {error}") from None
+        announced = server.pid
         # Tests wait for this line to learn the pid; keep its shape.
         _say(
             f"started a private redis-server (pid {server.pid}) on 127.0.0.1:{server.port}; "
@@ -329,11 +334,10 @@ def _target(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[str,
         )
         yield server.url, "private redis-server started for this run"
     finally:
-        pid = server.pid
         with _signals_held():
-            server.cleanup()
-        if pid is not None:
-            _say(f"stopped the private redis-server (pid {pid})", progress)
+            server.cleanup()  # also removes its directory when it never started
+        if announced is not None:
+            _say(f"stopped the private redis-server (pid {announced})", progress)
 
 
 def _say(text: str, progress: Progress) -> None:

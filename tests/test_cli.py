@@ -186,6 +186,20 @@ def test_bench_without_redis_server_says_what_to_install(
     assert err == f"redispool: {INSTALL_HINT}\n"
 
 
+def test_a_server_that_will_not_start_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL: cannot start' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("REDISPOOL_REDIS_SERVER", str(broken))
+    assert main(["bench", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"redispool: could not start a private redis-server ({broken}): ")
+    assert "FATAL: cannot start" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
