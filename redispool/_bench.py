@@ -164,7 +164,7 @@ def _segments(
                 if control.stop:
                     raise KeyboardInterrupt
                 size = plan.size_for(threads)
-                where = f"{threads} threads on {size} connections"
+                where = f"{_table.plural(threads, 'thread')} on {_table.plural(size, 'connection')}"
                 progress.step(f"round {round_no + 1}/{plan.rounds}: {where}, {LABELS[name]}")
                 segments.append(_workload.run_segment(name, url, plan.workload, threads, size, keys, control))
     return segments

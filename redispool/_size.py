@@ -67,7 +67,8 @@ def run(url: str, plan: SizePlan, control: Control, progress: Progress, server: 
                 if control.stop:
                     raise KeyboardInterrupt
                 progress.step(
-                    f"round {round_no + 1}/{plan.rounds}: {plan.threads} threads on {size} connections"
+                    f"round {round_no + 1}/{plan.rounds}: {_table.plural(plan.threads, 'thread')} on "
+                    f"{_table.plural(size, 'connection')}"
                 )
                 segments.append(
                     _workload.run_segment(
@@ -127,7 +128,7 @@ def recommend(rows: list[dict[str, Any]], tolerance: float, max_wait: float) -> 
     peak = peak_row["ops_per_sec"]
     near = [r for r in usable if r["ops_per_sec"] >= (1 - tolerance) * peak]
     limit = _table.duration(max_wait)
-    peak_text = f"{_table.count(peak)} ops/s at {peak_row['max_connections']} connections"
+    peak_text = f"{_table.count(peak)} ops/s at {_table.plural(peak_row['max_connections'], 'connection')}"
     fits = [r for r in near if _p99(r) <= max_wait * 1e6]
     if fits:
         best = min(fits, key=lambda r: r["max_connections"])

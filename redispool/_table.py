@@ -62,5 +62,10 @@ def count(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 thread``, ``4 threads``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"

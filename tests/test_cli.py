@@ -390,7 +390,7 @@ def test_interrupted_bench_removes_its_server(sig: signal.Signals) -> None:
             for line in proc.stderr:  # blocks until the child writes; pytest-timeout bounds it
                 if STARTED in line:
                     pid = int(line.split(STARTED)[1].split(")")[0])
-                elif pid is not None and "threads on" in line:
+                elif pid is not None and "threads on" in line:  # --threads 2
                     break  # the workload is running: interrupt it mid-run
             assert pid is not None and _alive(pid)
             proc.send_signal(sig)
