@@ -346,3 +346,53 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.001)
+
+
+class Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt without stopping pytest."""
+
+
+def test_interrupted_waiter_passes_on_what_it_was_handed(
+    fake_pool: Callable[..., redispool.ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = fake_pool(max_connections=1)
+    held = pool.acquire()
+
+    class Signal:
+        def acquire(self, timeout: float = -1) -> bool:
+            pool.release(held)  # the handoff lands...
+            raise Interrupt  # ...just as the waiting thread is interrupted
+
+        def release(self) -> None:
+            pass
+
+    class InterruptedWaiter(redispool._pool.Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.signal = Signal()  # type: ignore[assignment]
+
+    monkeypatch.setattr(redispool._pool, "Waiter", InterruptedWaiter)
+    with pytest.raises(Interrupt):
+        pool.acquire(timeout=5)
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 1 and stats["waiting"] == 0
+    assert stats["borrows"] == stats["returns"] == 1
+    assert pool.acquire(timeout=0) is held
+
+
+def test_interrupted_health_check_frees_the_slot(
+    fake_pool: Callable[..., redispool.ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = fake_pool(max_connections=1)
+    pool.release(pool.acquire())
+
+    def interrupted(conn: Any) -> str | None:
+        raise Interrupt
+
+    monkeypatch.setattr(pool, "_check_out", interrupted)
+    with pytest.raises(Interrupt):
+        pool.acquire()
+    monkeypatch.undo()
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["size"] == 0
+    assert pool.acquire(timeout=0) is not None
