@@ -267,7 +267,7 @@ class ConnectionPool(redis.ConnectionPool):
             timeout = self._options.timeout
         if self.pid != os.getpid():
             self._checkpid()
-        if not self._registered:
+        if not self._registered and not self._shut:
             self._register()
         start = time.monotonic()
         # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
