@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ._client import Client
 from ._cluster import ClusterClient, cluster_pool_class
 from ._options import PoolOptions
 from ._pool import ConnectionPool
+from ._retry import RetryPolicy
 from ._sentinel import SentinelConnectionPool
 from ._stats import ConnectionInfo
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
@@ -16,6 +18,7 @@ BlockingConnectionPool = ConnectionPool
 
 __all__ = [
     "BlockingConnectionPool",
+    "Client",
     "ClusterClient",
     "ConnectionInfo",
     "ConnectionPool",
@@ -23,6 +26,7 @@ __all__ = [
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "RetryPolicy",
     "SentinelConnectionPool",
     "ServerUnavailable",
     "TooManyWaiters",

@@ -76,19 +76,9 @@ def maintain(pool: ConnectionPool) -> float:
         keep: deque[Any] = deque()
         for conn in pool._idle:
             meta = conn._rp_meta
-            if now >= meta.expires:
-                pool._counters.retired_lifetime += 1
-                doomed.append((conn, "max_lifetime reached"))
-            elif meta.epoch != pool._epoch:
-                pool._counters.drained += 1
-                doomed.append((conn, "drained"))
-            elif (
-                opts.max_idle is not None
-                and now - meta.last_used >= opts.max_idle
-                and len(pool._idle) - len(doomed) > opts.min_idle
-            ):
-                pool._counters.evicted_idle += 1
-                doomed.append((conn, "max_idle reached"))
+            reason = pool._expired(meta, now, len(pool._idle) - len(doomed))
+            if reason is not None:
+                doomed.append((conn, reason))
             elif opts.keepalive_interval is not None and now - meta.last_used >= opts.keepalive_interval:
                 to_ping.append(conn)
             else:

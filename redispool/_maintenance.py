@@ -31,7 +31,9 @@ class Maintainer:
 
     def _init_state(self) -> None:
         # _lock guards _pools and _thread; never held while a pool is maintained.
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection inside the locked section may run a client's
+        # __del__ that closes its pool, which unregisters it from this very thread.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._pools: weakref.WeakSet[Maintainable] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
@@ -45,9 +47,11 @@ class Maintainer:
         self._wake.set()
 
     def unregister(self, pool: Maintainable) -> None:
+        # No wake-up here: this runs from pool.close(), which a client's __del__ may call
+        # inside a garbage collection, possibly while this thread is inside Event.set()
+        # holding its non-reentrant lock. The thread notices within MAX_TICK instead.
         with self._lock:
             self._pools.discard(pool)
-        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()

@@ -432,25 +432,30 @@ class ConnectionPool(redis.ConnectionPool):
         """Pop the next usable idle connection; expired ones go to ``doomed``.  Locked."""
         idle = self._idle
         now = self._clock()
-        max_idle = self._options.max_idle
         while idle:
             conn = idle.pop() if self._options.idle_order == "lifo" else idle.popleft()
-            meta: Meta = conn._rp_meta
-            if now >= meta.expires:
-                self._counters.retired_lifetime += 1
-                doomed.append((conn, "max_lifetime reached"))
-            elif meta.epoch != self._epoch:
-                self._counters.drained += 1
-                doomed.append((conn, "drained"))
-            elif (
-                max_idle is not None
-                and now - meta.last_used >= max_idle
-                and len(idle) + 1 > self._options.min_idle
-            ):
-                self._counters.evicted_idle += 1
-                doomed.append((conn, "max_idle reached"))
-            else:
+            reason = self._expired(conn._rp_meta, now, len(idle) + 1)
+            if reason is None:
                 return conn
+            doomed.append((conn, reason))
+        return None
+
+    def _expired(self, meta: Meta, now: float, idle_count: int) -> str | None:
+        """Why an idle connection must close now, counted; None to keep it.  Locked.
+
+        ``idle_count`` is how many idle connections there are counting this one:
+        max_idle never takes the pool below min_idle, but lifetime and drain do.
+        """
+        if now >= meta.expires:
+            self._counters.retired_lifetime += 1
+            return "max_lifetime reached"
+        if meta.epoch != self._epoch:
+            self._counters.drained += 1
+            return "drained"
+        max_idle = self._options.max_idle
+        if max_idle is not None and now - meta.last_used >= max_idle and idle_count > self._options.min_idle:
+            self._counters.evicted_idle += 1
+            return "max_idle reached"
         return None
 
     def _lend(self, conn: Any) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -21,7 +20,7 @@ import redispool
 from redispool._server import RedisServer
 from redispool.contrib.flask import FlaskRedisPool
 
-EXPECTED_CLIENT = getattr(redispool, "Client", None) or redis.Redis
+EXPECTED_CLIENT = redispool.Client
 
 
 def create_app(ext: FlaskRedisPool, key: str, **config: Any) -> Flask:

@@ -48,8 +48,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app, has_app_context
 
-import redispool
-
+from .._client import Client
 from .._health import ping
 from .._options import OPTION_NAMES
 from .._pool import ConnectionPool
@@ -113,8 +112,7 @@ class FlaskRedisPool:
         url = app.config.get(self.url_key) or DEFAULT_URL
         kwargs = {**self.pool_options, **self._config_options(app.config)}
         pool = ConnectionPool.from_url(url, **kwargs)
-        client_class = getattr(redispool, "Client", None) or redis.Redis
-        state = PoolState(pool=pool, client=client_class(connection_pool=pool), extension=self)
+        state = PoolState(pool=pool, client=Client(connection_pool=pool), extension=self)
         app.extensions[self.extension_key] = state
         atexit.register(_close_at_exit, weakref.ref(pool))
         log.debug("Flask app %r uses pool %s", app.name, pool.name)
