@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import socket
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tenacity
+from redis.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -124,6 +126,17 @@ class Circuit:
         return was_open
 
 
+def _accepts(method_name: str, parameter: str) -> bool:
+    method = getattr(AbstractConnection, method_name, None)
+    return method is not None and parameter in inspect.signature(method).parameters
+
+
+# redis-py 6.3 added retry_socket_connect; 6.0-6.2 have connect_check_health without it.
+_NO_SOCKET_RETRY = (
+    {"retry_socket_connect": False} if _accepts("connect_check_health", "retry_socket_connect") else {}
+)
+
+
 def connect_within(conn: Any, deadline: float | None) -> None:
     """Connect ``conn`` once, bounding the TCP connect and the handshake by ``deadline``.
 
@@ -140,7 +153,7 @@ def connect_within(conn: Any, deadline: float | None) -> None:
         real.socket_timeout = _smaller(saved_read, remaining)
     try:
         if conn is real and hasattr(real, "connect_check_health"):
-            real.connect_check_health(check_health=True, retry_socket_connect=False)
+            real.connect_check_health(check_health=True, **_NO_SOCKET_RETRY)
         else:
             conn.connect()
     except TimeoutError:
