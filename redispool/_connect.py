@@ -27,6 +27,8 @@ log = logging.getLogger("redispool")
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 BACKOFF_JITTER = 0.05
+# A connect attempt is not started with less time than this before the deadline.
+MIN_CONNECT_BUDGET = 0.005
 
 
 def backoff(attempt: int) -> float:
@@ -190,7 +192,12 @@ def open_with_backoff(
         return max(0.0, min(delay, deadline - time.monotonic()))
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        return deadline is not None and time.monotonic() >= deadline - 0.001
+        # Stop when the next backoff would sleep into the deadline: an attempt started
+        # with no time left could only fail, and would hide the last real connect error.
+        if deadline is None:
+            return False
+        next_sleep = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (state.attempt_number - 1))
+        return deadline - time.monotonic() <= next_sleep + MIN_CONNECT_BUDGET
 
     def guarded() -> Any:
         circuit_check()
