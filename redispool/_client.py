@@ -43,6 +43,8 @@ __all__ = ["Client", "ClientPipeline"]
 
 _C = TypeVar("_C", bound="Client")
 
+_BLOCKING = _commands.BLOCKING
+
 # States of a pinned client; None on every other client.
 _HELD = "held"
 _LOST = "lost"
@@ -190,7 +192,8 @@ class Client(redis.Redis):
         )
 
     def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
-        block = _commands.block_seconds(args)
+        # One set lookup on the hot path; only blocking commands pay for parsing their args.
+        block = _commands.block_seconds(args) if command_name in _BLOCKING else None
         if block is None:
             return super()._send_command_parse_response(  # type: ignore[no-untyped-call]
                 conn, command_name, *args, **options
