@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from ._client import Client
+from ._cluster import ClusterClient, cluster_pool_class
 from ._options import PoolOptions
 from ._pool import ConnectionPool
 from ._retry import RetryPolicy
+from ._sentinel import SentinelConnectionPool
 from ._stats import ConnectionInfo
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
 
@@ -17,6 +19,7 @@ BlockingConnectionPool = ConnectionPool
 __all__ = [
     "BlockingConnectionPool",
     "Client",
+    "ClusterClient",
     "ConnectionInfo",
     "ConnectionPool",
     "PoolClosed",
@@ -24,11 +27,15 @@ __all__ = [
     "PoolOptions",
     "PoolTimeout",
     "RetryPolicy",
+    "SentinelConnectionPool",
     "ServerUnavailable",
     "TooManyWaiters",
     "__version__",
+    "cluster_pool_class",
 ]
 
 ConnectionPool.__module__ = "redispool"
 ConnectionInfo.__module__ = "redispool"
 PoolOptions.__module__ = "redispool"
+SentinelConnectionPool.__module__ = "redispool"
+ClusterClient.__module__ = "redispool"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +40,33 @@ PROBE_INTERVAL = 0.5
 def retryable(error: BaseException) -> bool:
     """Errors that a later attempt may not meet: refused, reset, timed out.
 
-    Bad credentials and refused commands are final: retrying only delays the report.
+    Bad credentials, refused commands and TLS rejections (untrusted certificate,
+    missing client certificate) are final: retrying only delays the report.
     """
     if isinstance(error, (AuthenticationError, AuthorizationError, PoolError)):
         return False
+    if _tls_rejected(error):
+        return False
     return isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError))
+
+
+# TLS errors that mean "the connection dropped", not "the peers disagree": retryable.
+_TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
+
+
+def _tls_rejected(error: BaseException) -> bool:
+    """True when ``error`` (or what it wraps: redis-py re-raises SSL errors as
+    ``ConnectionError``) is a failed certificate check or a handshake alert."""
+    seen: BaseException | None = error
+    for _ in range(5):  # a short chain; guards against cycles
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, _TLS_TRANSIENT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Circuit:

@@ -22,7 +22,7 @@ def socket_of(conn: Any) -> Any:
     return getattr(inner(conn), "_sock", None)
 
 
-def probe(conn: Any) -> Probe:
+def probe(conn: Any, poller: Any = None) -> Probe:
     """Look at the socket without a round trip.
 
     ``ok``: connected and nothing pending. ``closed``: never connected or already
@@ -40,8 +40,8 @@ def probe(conn: Any) -> Probe:
     try:
         # A socket with a timeout polls before recv() even with MSG_DONTWAIT, so poll
         # ourselves with a zero timeout: one syscall in the common, healthy case.
-        poller = select.poll()
-        poller.register(sock, _READABLE)
+        if poller is None:
+            poller = poller_for(sock)
         if not poller.poll(0):
             return "ok"
         peeked = sock.recv(1, socket.MSG_PEEK)
@@ -50,6 +50,13 @@ def probe(conn: Any) -> Probe:
     except OSError:
         return "error"
     return "data" if peeked else "eof"
+
+
+def poller_for(sock: socket.socket) -> Any:
+    """A poll object watching ``sock`` for readability; reusable while the socket lives."""
+    poller = select.poll()
+    poller.register(sock, _READABLE)
+    return poller
 
 
 def _probe_tls(sock: ssl.SSLSocket) -> Probe:

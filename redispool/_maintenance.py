@@ -47,9 +47,11 @@ class Maintainer:
         self._wake.set()
 
     def unregister(self, pool: Maintainable) -> None:
+        # No wake-up here: this runs from pool.close(), which a client's __del__ may call
+        # inside a garbage collection, possibly while this thread is inside Event.set()
+        # holding its non-reentrant lock. The thread notices within MAX_TICK instead.
         with self._lock:
             self._pools.discard(pool)
-        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()

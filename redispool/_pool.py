@@ -3,7 +3,7 @@
 A slot is the right to hold one connection. ``size`` counts idle connections, borrowed
 ones, connects in progress and idle ones out for a background PING; it never exceeds
 ``max_connections``. A caller that finds no idle connection and no free slot queues as a
-:class:`_Waiter`. Whoever frees something hands it straight to the longest waiter: a
+:class:`Waiter`. Whoever frees something hands it straight to the longest waiter: a
 returned connection, or a slot when a connection was closed. So waiters are served in
 arrival order and a newcomer can never overtake them.
 """
@@ -11,14 +11,13 @@ arrival order and a newcomer can never overtake them.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import queue
 import random
+import socket
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,8 +28,9 @@ from redis.connection import Connection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _connect, _health, _tracking
+from . import _connect, _health, _lifecycle, _tracking
 from ._maintenance import maintainer
+from ._meta import Meta, Waiter, borrow_stack, reclaimer
 from ._options import PoolOptions, split_options, unknown_query_message
 from ._stats import ConnectionInfo, Counters
 from .errors import PoolClosed, PoolTimeout, ServerUnavailable, TooManyWaiters
@@ -52,12 +52,9 @@ _P = TypeVar("_P", bound="ConnectionPool")
 # Connections expire up to this fraction before max_lifetime, so they do not all
 # reconnect together and max_lifetime stays a true maximum.
 LIFETIME_JITTER = 0.1
-# Frames kept from the borrower's stack for leak warnings.
-LEAK_STACK_LIMIT = 32
 # At most one "pool too small" warning per pool in this many seconds.
 TIMEOUT_WARNING_INTERVAL = 10.0
 
-_ids = itertools.count(1)
 _SECRET_KEYS = frozenset({"password", "username", "ssl_password", "credential_provider"})
 _HIDDEN_KEYS = frozenset(
     {
@@ -70,55 +67,6 @@ _HIDDEN_KEYS = frozenset(
     }
 )
 _all_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
-
-
-class _Meta:
-    """The pool's bookkeeping for one connection, stored on it as ``_rp_meta``."""
-
-    __slots__ = (
-        "borrowed_at",
-        "created",
-        "epoch",
-        "expires",
-        "holder",
-        "id",
-        "last_used",
-        "owner",
-        "ref",
-        "released_by",
-        "stack",
-        "uses",
-        "warned",
-    )
-
-    def __init__(self, owner: object, epoch: int, created: float, expires: float) -> None:
-        self.id = next(_ids)
-        self.owner = owner
-        self.epoch = epoch
-        self.created = created
-        self.expires = expires
-        self.last_used = created
-        self.uses = 0
-        self.holder: threading.Thread | None = None
-        self.released_by: threading.Thread | None = None  # who returned it last
-        self.borrowed_at = 0.0
-        self.stack: traceback.StackSummary | None = None
-        self.warned = False
-        self.ref: weakref.ref[Any] | None = None
-
-
-class _Waiter:
-    """One queued caller. ``signal`` is acquired at birth and released on handoff."""
-
-    __slots__ = ("conn", "error", "signal", "slot", "thread")
-
-    def __init__(self) -> None:
-        self.signal = threading.Lock()
-        self.signal.acquire()
-        self.conn: Any = None
-        self.slot = False
-        self.error: BaseException | None = None
-        self.thread = threading.current_thread()
 
 
 class ConnectionPool(redis.ConnectionPool):
@@ -159,8 +107,9 @@ class ConnectionPool(redis.ConnectionPool):
         self._circuit = _connect.Circuit(self._options.fail_fast_after)
         self._registered = False
         self._shut = False
+        self._acquire_listeners: tuple[Callable[[float], None], ...] = ()
         self._last_timeout_warning = -TIMEOUT_WARNING_INTERVAL
-        self._reclaimed: deque[_Meta] = deque()
+        self._reclaimed: deque[Meta] = deque()
         self._init_state()
         self._ready = True
         _all_pools.add(self)
@@ -171,10 +120,10 @@ class ConnectionPool(redis.ConnectionPool):
     def _init_state(self) -> None:
         # --- everything below is guarded by self._lock ---
         self._idle: deque[Any] = deque()  # connections ready to hand out
-        self._in_use: dict[_Meta, None] = {}  # borrowed; the pool holds them only weakly
+        self._in_use: dict[Meta, None] = {}  # borrowed; the pool holds them only weakly
         self._pinging: set[Any] = set()  # idle connections out for a keepalive PING
         self._connecting = 0  # slots reserved for connects in progress
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._epoch = 0  # bumped by drain() and reset(): older connections retire
         # --- end of guarded state ---
         self.pid = os.getpid()  # last, as redis-py's reset() does
@@ -326,12 +275,44 @@ class ConnectionPool(redis.ConnectionPool):
         conn = self._take(timeout, deadline, start, have_slot=False)
         while True:
             if conn is None:
-                return self._open(deadline, for_caller=True)
+                conn = self._open(deadline, for_caller=True)
+                break
             problem = self._check_out(conn)
             if problem is None:
-                return conn
+                break
             # The connection was unusable and is closed; its slot stays with us.
             conn = self._take(timeout, deadline, start, have_slot=True, bad=(conn, problem))
+        if self._acquire_listeners:
+            self._notify_acquired(time.monotonic() - start)
+        return conn
+
+    def add_acquire_listener(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener(seconds)`` after every successful :meth:`acquire`.
+
+        ``seconds`` is the time it took to obtain the connection: queueing, health
+        checks and connecting together, the histogram metrics integrations need. It runs
+        in the acquiring thread with no pool lock held, so it must be quick; an exception
+        it raises is logged and ignored. Failed acquires are not reported (see
+        ``stats()["timeouts"]``). Adding the same listener twice calls it twice.
+        """
+        with self._lock:
+            self._acquire_listeners = (*self._acquire_listeners, listener)
+
+    def remove_acquire_listener(self, listener: Callable[[float], None]) -> None:
+        """Stop calling ``listener``; removing one that was never added does nothing."""
+        with self._lock:
+            listeners = list(self._acquire_listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._acquire_listeners = tuple(listeners)
+
+    def _notify_acquired(self, seconds: float) -> None:
+        # A tuple swapped whole under the lock, so iterating it here needs no lock.
+        for listener in self._acquire_listeners:
+            try:
+                listener(seconds)
+            except Exception:  # metrics must never break a checkout
+                log.debug("acquire listener %r failed", listener, exc_info=True)
 
     @contextlib.contextmanager
     def connection(self, timeout: float | None = ...) -> Iterator[Any]:  # type: ignore[assignment]
@@ -361,7 +342,7 @@ class ConnectionPool(redis.ConnectionPool):
         doomed: list[tuple[Any, str]] = []
         if bad is not None:
             doomed.append(bad)
-        lost: list[_Meta] = []
+        lost: list[Meta] = []
         try:
             with self._lock:  # critical section: idle, in-use, slots, waiters
                 if bad is not None:
@@ -371,7 +352,7 @@ class ConnectionPool(redis.ConnectionPool):
                         self._connecting -= 1
                     raise PoolClosed(f"pool {self.name} was shut down")
                 if self._reclaimed:
-                    lost = self._drain_reclaimed()
+                    lost = _lifecycle.drain_reclaimed(self)
                 conn = self._pop_idle(doomed) if not self._waiters or have_slot else None
                 if conn is not None:
                     if have_slot:
@@ -395,15 +376,15 @@ class ConnectionPool(redis.ConnectionPool):
                         f"(max_waiting={limit}, {self._state_text()}); "
                         "shed load, raise max_waiting or max_connections"
                     )
-                waiter = _Waiter()
+                waiter = Waiter()
                 self._waiters.append(waiter)
                 self._counters.waits += 1
         finally:
             self._close_all_reasons(doomed)
-            self._warn_reclaimed(lost)
+            _lifecycle.warn_reclaimed(self, lost)
         return self._wait(waiter, deadline, start)
 
-    def _wait(self, waiter: _Waiter, deadline: float | None, start: float) -> Any:
+    def _wait(self, waiter: Waiter, deadline: float | None, start: float) -> Any:
         remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         waiter.signal.acquire(timeout=remaining)
         with self._lock:
@@ -421,7 +402,7 @@ class ConnectionPool(redis.ConnectionPool):
                 if waiter.error is not None:
                     raise waiter.error
                 if waiter.conn is not None and self._options.leak_warning_after is not None:
-                    waiter.conn._rp_meta.stack = _borrow_stack()
+                    waiter.conn._rp_meta.stack = borrow_stack()
                 return waiter.conn
         if warn:
             log.warning("%s", error)
@@ -451,30 +432,35 @@ class ConnectionPool(redis.ConnectionPool):
         """Pop the next usable idle connection; expired ones go to ``doomed``.  Locked."""
         idle = self._idle
         now = self._clock()
-        max_idle = self._options.max_idle
         while idle:
             conn = idle.pop() if self._options.idle_order == "lifo" else idle.popleft()
-            meta: _Meta = conn._rp_meta
-            if now >= meta.expires:
-                self._counters.retired_lifetime += 1
-                doomed.append((conn, "max_lifetime reached"))
-            elif meta.epoch != self._epoch:
-                self._counters.drained += 1
-                doomed.append((conn, "drained"))
-            elif (
-                max_idle is not None
-                and now - meta.last_used >= max_idle
-                and len(idle) + 1 > self._options.min_idle
-            ):
-                self._counters.evicted_idle += 1
-                doomed.append((conn, "max_idle reached"))
-            else:
+            reason = self._expired(conn._rp_meta, now, len(idle) + 1)
+            if reason is None:
                 return conn
+            doomed.append((conn, reason))
+        return None
+
+    def _expired(self, meta: Meta, now: float, idle_count: int) -> str | None:
+        """Why an idle connection must close now, counted; None to keep it.  Locked.
+
+        ``idle_count`` is how many idle connections there are counting this one:
+        max_idle never takes the pool below min_idle, but lifetime and drain do.
+        """
+        if now >= meta.expires:
+            self._counters.retired_lifetime += 1
+            return "max_lifetime reached"
+        if meta.epoch != self._epoch:
+            self._counters.drained += 1
+            return "drained"
+        max_idle = self._options.max_idle
+        if max_idle is not None and now - meta.last_used >= max_idle and idle_count > self._options.min_idle:
+            self._counters.evicted_idle += 1
+            return "max_idle reached"
         return None
 
     def _lend(self, conn: Any) -> None:
         """Record ``conn`` as borrowed by the current thread.  Locked."""
-        meta: _Meta = conn._rp_meta
+        meta: Meta = conn._rp_meta
         meta.holder = threading.current_thread()
         meta.uses += 1
         self._in_use[meta] = None
@@ -482,11 +468,16 @@ class ConnectionPool(redis.ConnectionPool):
         if self._options.leak_warning_after is not None:
             meta.borrowed_at = self._clock()
             meta.warned = False
-            meta.stack = _borrow_stack()
+            meta.stack = borrow_stack()
 
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
-        state = _health.probe(conn)
+        meta: Meta = conn._rp_meta
+        sock = (meta.real or conn)._sock
+        if sock is not meta.sock:  # (re)connected since the last look: new poll object
+            meta.sock = sock
+            meta.poller = _health.poller_for(sock) if isinstance(sock, socket.socket) else None
+        state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
                 if state in ("eof", "closed"):
@@ -496,7 +487,7 @@ class ConnectionPool(redis.ConnectionPool):
                 else:
                     self._counters.health_error += 1
             return f"probe found the socket {state}"
-        if _tracking.dirt(conn) & _tracking.RESETTABLE:
+        if getattr(meta.real or conn, "_rp_dirt", 0) & _tracking.RESETTABLE:
             try:
                 _tracking.reset_session(conn)
             except Exception as error:
@@ -504,7 +495,7 @@ class ConnectionPool(redis.ConnectionPool):
             with self._lock:
                 self._counters.session_resets += 1
         after = self._options.ping_after_idle
-        if after is not None and self._clock() - conn._rp_meta.last_used >= after:
+        if after is not None and self._clock() - meta.last_used >= after:
             try:
                 _health.ping(conn, self._options.ping_timeout)
             except Exception as error:
@@ -515,7 +506,7 @@ class ConnectionPool(redis.ConnectionPool):
 
     def _forget_bad(self, conn: Any) -> None:
         """An unusable borrowed connection gives its slot to the caller.  Locked."""
-        meta: _Meta = conn._rp_meta
+        meta: Meta = conn._rp_meta
         if meta in self._in_use:
             del self._in_use[meta]
             self._connecting += 1
@@ -534,8 +525,11 @@ class ConnectionPool(redis.ConnectionPool):
         expires = (
             float("inf") if lifetime is None else now + lifetime * (1 - random.uniform(0, LIFETIME_JITTER))
         )
-        meta = _Meta(self._token, self._epoch, now, expires)
-        meta.ref = weakref.ref(conn, _reclaimer(weakref.ref(self), meta))
+        meta = Meta(self._token, self._epoch, now, expires)
+        meta.ref = weakref.ref(conn, reclaimer(weakref.ref(self), meta))
+        real = _tracking.inner(conn)
+        meta.real = real if real is not conn else None
+        meta.should_reconnect = getattr(type(conn), "should_reconnect", None)
         conn._rp_meta = meta
         return conn
 
@@ -625,17 +619,14 @@ class ConnectionPool(redis.ConnectionPool):
         if meta is None or meta.owner is not self._token:
             return  # not made by this pool
         reason = None
+        me = threading.current_thread()
         with self._lock:  # critical section: in-use set and handoff
             if meta not in self._in_use:
                 if meta.epoch != self._epoch and conn not in self._idle:
                     reason = "returned after reset()"  # forgotten by reset(): close it
                 else:
                     return  # double release
-            elif (
-                meta.holder is not None
-                and meta.holder is not threading.current_thread()
-                and meta.released_by is threading.current_thread()
-            ):
+            elif meta.released_by is me and meta.holder is not me and meta.holder is not None:
                 # This thread already returned it once; someone else borrowed it since.
                 # Returning it again would let two borrowers share it.
                 self._counters.double_releases += 1
@@ -643,7 +634,7 @@ class ConnectionPool(redis.ConnectionPool):
             else:
                 del self._in_use[meta]
                 self._counters.returns += 1
-                meta.released_by = threading.current_thread()
+                meta.released_by = me
                 meta.last_used = self._clock()
                 reason = self._return_verdict(conn, meta, meta.last_used)
                 if reason is None:
@@ -652,26 +643,34 @@ class ConnectionPool(redis.ConnectionPool):
                     self._serve_slots()
         if reason is None:
             dispatcher: Any = getattr(self, "_event_dispatcher", None)
-            if dispatcher is not None and AfterConnectionReleasedEvent is not None:
+            # redis-py dispatches this on every release so that a streaming-credential
+            # token received while the connection was busy gets applied (re_auth). Only
+            # do it when such a token is pending: the dispatch costs more than the pool.
+            if (
+                dispatcher is not None
+                and AfterConnectionReleasedEvent is not None
+                and getattr(meta.real or conn, "_re_auth_token", None) is not None
+            ):
                 # Applies pending streaming-credential re-auth (redis-py >= 5.3).
                 dispatcher.dispatch(AfterConnectionReleasedEvent(conn))  # type: ignore[no-untyped-call]
         else:
             self._close(conn, reason)
 
-    def _return_verdict(self, conn: Any, meta: _Meta, now: float) -> str | None:
+    def _return_verdict(self, conn: Any, meta: Meta, now: float) -> str | None:
         """Why a returned connection must be closed, or None to keep it.  Locked."""
         counters = self._counters
-        if _health.socket_of(conn) is None:
+        real = meta.real or conn
+        if real._sock is None:
             counters.returned_disconnected += 1
             return "disconnected"
-        pending = _tracking.pending_replies(conn)
-        flags = _tracking.dirt(conn)
-        if pending or flags & ~_tracking.RESETTABLE:
+        pending = getattr(real, "_rp_pending", 0)
+        flags = getattr(real, "_rp_dirt", 0)
+        if pending or flags & _tracking.CLOSE_ON_RETURN:
             counters.closed_dirty += 1
             what = f"{pending} unread replies" if pending else _tracking.describe(flags)
             return f"returned dirty ({what})"
-        should = getattr(conn, "should_reconnect", None)
-        if should is not None and should():
+        should = meta.should_reconnect
+        if should is not None and should(conn):
             counters.returned_disconnected += 1
             return "marked for reconnect"
         if self._shut:
@@ -690,7 +689,7 @@ class ConnectionPool(redis.ConnectionPool):
         """Hand ``conn`` to the longest waiter, or park it idle.  Locked."""
         if self._waiters:
             waiter = self._waiters.popleft()
-            meta: _Meta = conn._rp_meta
+            meta: Meta = conn._rp_meta
             meta.holder = waiter.thread
             meta.uses += 1
             self._in_use[meta] = None
@@ -731,32 +730,6 @@ class ConnectionPool(redis.ConnectionPool):
         for conn, reason in doomed:
             self._close(conn, reason)
 
-    # ------------------------------------------------------------------ leaks
-
-    def _drain_reclaimed(self) -> list[_Meta]:
-        """Free the slots of borrowed connections that were garbage-collected.  Locked.
-
-        Returns them so the caller can log after releasing the lock."""
-        lost = []
-        while self._reclaimed:
-            meta = self._reclaimed.popleft()
-            if meta in self._in_use:
-                del self._in_use[meta]
-                self._counters.reclaimed += 1
-                lost.append(meta)
-        self._serve_slots()
-        return lost
-
-    def _warn_reclaimed(self, lost: list[_Meta]) -> None:
-        for meta in lost:
-            log.warning(
-                "connection #%d of pool %s was garbage-collected without release(); "
-                "its slot is reclaimed. Borrowed at:\n%s",
-                meta.id,
-                self.name,
-                _format_stack(meta),
-            )
-
     # ------------------------------------------------------------------ maintenance
 
     def _register(self) -> None:
@@ -764,108 +737,12 @@ class ConnectionPool(redis.ConnectionPool):
         maintainer.register(self)
 
     def _maintain(self) -> float:
-        """One background pass: reclaim, warn about leaks, evict, keep alive, refill."""
-        if self.pid != os.getpid():
-            return 1.0
-        now = self._clock()
-        opts = self._options
-        doomed: list[tuple[Any, str]] = []
-        leaks: list[_Meta] = []
-        to_ping: list[Any] = []
-        lost: list[_Meta] = []
-        with self._lock:
-            if self._reclaimed:
-                lost = self._drain_reclaimed()
-            if opts.leak_warning_after is not None:
-                for meta in self._in_use:
-                    if not meta.warned and now - meta.borrowed_at >= opts.leak_warning_after:
-                        meta.warned = True
-                        self._counters.leaks += 1
-                        leaks.append(meta)
-            keep: deque[Any] = deque()
-            for conn in self._idle:
-                meta = conn._rp_meta
-                if now >= meta.expires:
-                    self._counters.retired_lifetime += 1
-                    doomed.append((conn, "max_lifetime reached"))
-                elif meta.epoch != self._epoch:
-                    self._counters.drained += 1
-                    doomed.append((conn, "drained"))
-                elif (
-                    opts.max_idle is not None
-                    and now - meta.last_used >= opts.max_idle
-                    and len(self._idle) - len(doomed) > opts.min_idle
-                ):
-                    self._counters.evicted_idle += 1
-                    doomed.append((conn, "max_idle reached"))
-                elif opts.keepalive_interval is not None and now - meta.last_used >= opts.keepalive_interval:
-                    to_ping.append(conn)
-                else:
-                    keep.append(conn)
-            self._idle = keep
-            self._pinging.update(to_ping)
-            if doomed:
-                self._serve_slots()
-            refill = self._refill_count()
-            self._connecting += refill
-            shut = self._shut
-            probe = self._circuit.is_open and not refill and not shut
-            if probe:
-                self._connecting += 1
-        self._close_all_reasons(doomed)
-        self._warn_reclaimed(lost)
-        for meta in leaks:
-            log.warning(
-                "connection #%d of pool %s has been borrowed by thread %r for more than %.1fs "
-                "(leak_warning_after); it was borrowed at:\n%s",
-                meta.id,
-                self.name,
-                meta.holder.name if meta.holder else "?",
-                opts.leak_warning_after,
-                _format_stack(meta),
-            )
-        for conn in to_ping:
-            self._keepalive(conn)
-        for _ in range(refill + probe):
-            try:
-                self._open(time.monotonic() + max(self._options.ping_timeout, 1.0), for_caller=False)
-            except Exception as error:
-                log.debug("background connect failed: %s", error)
-        if self._circuit.is_open:
-            return _connect.PROBE_INTERVAL
-        return 1.0
-
-    def _refill_count(self) -> int:
-        """Connections to open so ``min_idle`` are ready, within max.  Locked."""
-        if self._shut or self._circuit.is_open or not self._options.min_idle:
-            return 0
-        want = self._options.min_idle - len(self._idle) - self._connecting - len(self._pinging)
-        room = self._options.max_connections - self._size()
-        return max(0, min(want, room))
-
-    def _keepalive(self, conn: Any) -> None:
-        try:
-            _health.ping(conn, self._options.ping_timeout)
-            ok = True
-        except Exception as error:
-            ok = False
-            log.debug("keepalive PING failed for #%d: %s", conn._rp_meta.id, error)
-        with self._lock:
-            self._pinging.discard(conn)
-            self._counters.keepalive_pings += 1
-            if ok and not self._shut:
-                conn._rp_meta.last_used = self._clock()
-                self._put(conn)
-            else:
-                self._counters.health_ping += 0 if ok else 1
-                self._serve_slots()
-        if not ok or self._shut:
-            self._close(conn, "keepalive failed")
+        return _lifecycle.maintain(self)
 
     def run_maintenance(self) -> None:
         """Run one maintenance pass now, in this thread (the background thread runs
         them about once a second). Useful in tests and after changing the clock."""
-        self._maintain()
+        _lifecycle.maintain(self)
 
     def wait_ready(self, timeout: float | None = 10.0) -> None:
         """Open connections in this thread until ``min_idle`` are idle and ready.
@@ -873,22 +750,7 @@ class ConnectionPool(redis.ConnectionPool):
         Raises :class:`PoolTimeout` if that takes longer than ``timeout`` seconds, or the
         connect error when Redis cannot be reached.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if len(self._idle) >= min(self._options.min_idle, self._options.max_connections):
-                    return
-                refill = 1 if self._refill_count() else 0
-                self._connecting += refill
-            if not refill:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise PoolTimeout(
-                        f"pool {self.name} did not reach min_idle={self._options.min_idle} in {timeout}s"
-                    )
-                # Other threads are connecting or borrowing; give them a moment.
-                time.sleep(0.01)
-                continue
-            self._open(deadline, for_caller=False)
+        _lifecycle.wait_ready(self, timeout)
 
     # ------------------------------------------------------------------ control
 
@@ -1016,39 +878,6 @@ class ConnectionPool(redis.ConnectionPool):
             )
             for meta, state in sorted(rows, key=lambda r: r[0].id)
         ]
-
-
-def _reclaimer(pool_ref: weakref.ref[ConnectionPool], meta: _Meta) -> Callable[[Any], None]:
-    """Weakref callback: queue the slot of a collected connection for reclaiming.
-
-    It runs inside garbage collection, maybe while this very thread holds the pool
-    lock, so it only appends to a deque; the pool drains it at its next checkout or
-    maintenance pass.
-    """
-
-    def lost(_ref: Any) -> None:
-        pool = pool_ref()
-        if pool is not None:
-            pool._reclaimed.append(meta)  # deque.append is atomic; take no lock here
-
-    return lost
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _borrow_stack() -> traceback.StackSummary:
-    """The caller's stack, without redispool's own frames, for leak warnings."""
-    frames = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
-    return traceback.StackSummary.from_list(
-        [f for f in frames if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
-    )
-
-
-def _format_stack(meta: _Meta) -> str:
-    if meta.stack is None:
-        return "  (stack not recorded: set leak_warning_after to record it)\n"
-    return "".join(traceback.format_list(meta.stack))
 
 
 def _quiet_disconnect(conn: Any) -> None:

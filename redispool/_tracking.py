@@ -33,21 +33,24 @@ class Dirt(enum.IntFlag):
 
 
 # Cleared by sending a command at the next checkout, so the connection is kept.
-RESETTABLE = Dirt.WATCH | Dirt.SELECT | Dirt.NAME
+RESETTABLE = int(Dirt.WATCH | Dirt.SELECT | Dirt.NAME)
+# Anything else means the connection is closed on return. Plain ints: IntFlag
+# arithmetic is slow, and these are tested on every return.
+CLOSE_ON_RETURN = int(~RESETTABLE & 0xFFFF)
 
 _STICKY = {
-    "MULTI": Dirt.MULTI,
-    "SUBSCRIBE": Dirt.SUBSCRIBED,
-    "PSUBSCRIBE": Dirt.SUBSCRIBED,
-    "SSUBSCRIBE": Dirt.SUBSCRIBED,
-    "MONITOR": Dirt.MONITOR,
-    "RESET": Dirt.RESET,
-    "WATCH": Dirt.WATCH,
+    "MULTI": int(Dirt.MULTI),
+    "SUBSCRIBE": int(Dirt.SUBSCRIBED),
+    "PSUBSCRIBE": int(Dirt.SUBSCRIBED),
+    "SSUBSCRIBE": int(Dirt.SUBSCRIBED),
+    "MONITOR": int(Dirt.MONITOR),
+    "RESET": int(Dirt.RESET),
+    "WATCH": int(Dirt.WATCH),
 }
 _CLEARS = {
-    "EXEC": Dirt.MULTI | Dirt.WATCH,
-    "DISCARD": Dirt.MULTI | Dirt.WATCH,
-    "UNWATCH": Dirt.WATCH,
+    "EXEC": int(Dirt.MULTI | Dirt.WATCH),
+    "DISCARD": int(Dirt.MULTI | Dirt.WATCH),
+    "UNWATCH": int(Dirt.WATCH),
 }
 # Heads worth a closer look; everything else (GET, SET, ...) costs one set lookup.
 _INTERESTING = frozenset({*_STICKY, *_CLEARS, "SELECT", "CLIENT"})
@@ -68,7 +71,7 @@ class TrackedConnection(AbstractConnection):
     """
 
     _rp_pending: int = 0
-    _rp_dirt: Dirt = Dirt.NONE
+    _rp_dirt: int = 0
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -98,7 +101,7 @@ class TrackedConnection(AbstractConnection):
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._rp_pending = 0
-        self._rp_dirt = Dirt.NONE
+        self._rp_dirt = 0
 
     def _rp_consumed(self) -> None:
         # Pub/sub and MONITOR read messages nobody asked for; never go below zero.
@@ -116,15 +119,15 @@ class TrackedConnection(AbstractConnection):
         elif head in _CLEARS:
             self._rp_dirt &= ~_CLEARS[head]
         elif head == "SELECT" and rest:
-            self._rp_set(Dirt.SELECT, rest[0] != str(getattr(self, "db", 0)))
+            self._rp_set(int(Dirt.SELECT), rest[0] != str(getattr(self, "db", 0)))
         elif head == "CLIENT" and rest:
             sub = rest[0].upper()
             if sub == "REPLY" and len(rest) > 1:
-                self._rp_set(Dirt.REPLY, rest[1].upper() != "ON")
+                self._rp_set(int(Dirt.REPLY), rest[1].upper() != "ON")
             elif sub == "SETNAME" and len(rest) > 1:
-                self._rp_set(Dirt.NAME, rest[1] != (getattr(self, "client_name", None) or ""))
+                self._rp_set(int(Dirt.NAME), rest[1] != (getattr(self, "client_name", None) or ""))
 
-    def _rp_set(self, flag: Dirt, on: bool) -> None:
+    def _rp_set(self, flag: int, on: bool) -> None:
         if on:
             self._rp_dirt |= flag
         else:
@@ -163,13 +166,14 @@ def pending_replies(conn: Any) -> int:
     return int(getattr(inner(conn), "_rp_pending", 0))
 
 
-def dirt(conn: Any) -> Dirt:
-    flags: Dirt = getattr(inner(conn), "_rp_dirt", Dirt.NONE)
+def dirt(conn: Any) -> int:
+    """The :class:`Dirt` flags of ``conn`` as a plain int (0 when untracked)."""
+    flags: int = getattr(inner(conn), "_rp_dirt", 0)
     return flags
 
 
-def describe(flags: Dirt) -> str:
-    return ",".join(f.name.lower() for f in Dirt if f and f in flags and f.name) or "clean"
+def describe(flags: int) -> str:
+    return ",".join(f.name.lower() for f in Dirt if f and f & flags and f.name) or "clean"
 
 
 def reset_session(conn: Any) -> None:
@@ -180,11 +184,11 @@ def reset_session(conn: Any) -> None:
     real = inner(conn)
     flags = dirt(conn)
     commands: list[tuple[Any, ...]] = []
-    if Dirt.WATCH in flags:
+    if flags & Dirt.WATCH:
         commands.append(("UNWATCH",))
-    if Dirt.SELECT in flags:
+    if flags & Dirt.SELECT:
         commands.append(("SELECT", getattr(real, "db", 0)))
-    if Dirt.NAME in flags:
+    if flags & Dirt.NAME:
         commands.append(("CLIENT SETNAME", getattr(real, "client_name", None) or ""))
     if not commands:
         return

@@ -1,0 +1,114 @@
+"""Per-connection bookkeeping, queued callers, and the leak trail.
+
+A :class:`Meta` rides on every pooled connection as ``conn._rp_meta``. It never holds a
+strong reference to its connection: the pool holds borrowed connections only weakly,
+so a connection that a caller drops without ``release()`` is garbage-collected and its
+slot reclaimed (see :func:`reclaimer`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import traceback
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+# Frames kept from the borrower's stack for leak warnings.
+LEAK_STACK_LIMIT = 32
+
+_ids = itertools.count(1)
+
+
+class Meta:
+    """The pool's bookkeeping for one connection, stored on it as ``_rp_meta``."""
+
+    __slots__ = (
+        "borrowed_at",
+        "created",
+        "epoch",
+        "expires",
+        "holder",
+        "id",
+        "last_used",
+        "owner",
+        "poller",
+        "real",
+        "ref",
+        "released_by",
+        "should_reconnect",
+        "sock",
+        "stack",
+        "uses",
+        "warned",
+    )
+
+    def __init__(self, owner: object, epoch: int, created: float, expires: float) -> None:
+        self.id = next(_ids)
+        self.owner = owner
+        self.epoch = epoch
+        self.created = created
+        self.expires = expires
+        self.last_used = created
+        self.uses = 0
+        self.holder: threading.Thread | None = None
+        self.released_by: threading.Thread | None = None  # who returned it last
+        self.borrowed_at = 0.0
+        self.stack: traceback.StackSummary | None = None
+        self.warned = False
+        self.ref: weakref.ref[Any] | None = None
+        # Never a strong reference to the connection itself: the pool holds borrowed
+        # connections weakly, so that a forgotten one can be reclaimed.
+        self.real: Any = None  # the connection behind a client-side-cache proxy, if any
+        self.should_reconnect: Callable[[Any], bool] | None = None  # unbound; redis-py >= 7
+        self.sock: Any = None  # the socket ``poller`` watches
+        self.poller: Any = None
+
+
+class Waiter:
+    """One queued caller. ``signal`` is acquired at birth and released on handoff."""
+
+    __slots__ = ("conn", "error", "signal", "slot", "thread")
+
+    def __init__(self) -> None:
+        self.signal = threading.Lock()
+        self.signal.acquire()
+        self.conn: Any = None
+        self.slot = False
+        self.error: BaseException | None = None
+        self.thread = threading.current_thread()
+
+
+def reclaimer(pool_ref: weakref.ref[Any], meta: Meta) -> Callable[[Any], None]:
+    """Weakref callback: queue the slot of a collected connection for reclaiming.
+
+    It runs inside garbage collection, maybe while this very thread holds the pool
+    lock, so it only appends to a deque; the pool drains it at its next checkout or
+    maintenance pass.
+    """
+
+    def lost(_ref: Any) -> None:
+        pool = pool_ref()
+        if pool is not None:
+            pool._reclaimed.append(meta)  # deque.append is atomic; take no lock here
+
+    return lost
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def borrow_stack() -> traceback.StackSummary:
+    """The caller's stack, without redispool's own frames, for leak warnings."""
+    frames = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+    return traceback.StackSummary.from_list(
+        [f for f in frames if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
+    )
+
+
+def format_stack(meta: Meta) -> str:
+    if meta.stack is None:
+        return "  (stack not recorded: set leak_warning_after to record it)\n"
+    return "".join(traceback.format_list(meta.stack))
