@@ -6,6 +6,7 @@ Every test runs under RESP2 and RESP3 where the protocol could matter.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -241,6 +242,23 @@ def test_pubsub_publish_and_receive(client: redispool.Client, key: str) -> None:
     stats = client.pool.stats()
     assert stats["in_use"] == 0
     assert client.ping()  # the subscribed connection was not handed to a plain command
+
+
+def test_forgotten_pubsub_is_reported_as_a_leak(
+    redis_url: str, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with redispool.Client.from_url(redis_url, leak_warning_after=30) as client:
+        now = [1000.0]
+        client.pool._clock = lambda: now[0]  # a clock the test moves, instead of waiting 30 s
+        pubsub = client.pubsub()
+        pubsub.subscribe(key + "forgotten")
+        now[0] += 31
+        with caplog.at_level(logging.WARNING, logger="redispool"):
+            client.pool.run_maintenance()
+        assert client.pool.stats()["leaks"] == 1
+        assert "leak_warning_after" in caplog.text
+        pubsub.close()
+        assert client.pool.stats()["in_use"] == 0
 
 
 @pytest.mark.parametrize("transaction", [True, False], ids=["multi", "plain"])
