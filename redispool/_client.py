@@ -94,7 +94,14 @@ class Client(redis.Redis):
                 f"connection_pool must be a redispool.ConnectionPool, not {type(connection_pool).__name__}; "
                 "redispool.ConnectionPool takes the same keywords and from_url()"
             )
-        super().__init__(connection_pool=connection_pool, single_connection_client=single_connection_client)
+        try:
+            super().__init__(
+                connection_pool=connection_pool, single_connection_client=single_connection_client
+            )
+        except BaseException:
+            if owned:  # e.g. single_connection_client could not connect: leave nothing behind
+                connection_pool.shutdown()
+            raise
         self.auto_close_connection_pool = owned
 
     @classmethod
