@@ -18,15 +18,16 @@ redis-py >= 6.3 passes to the caller without refreshing the cluster topology.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from redis.cluster import RedisCluster
-from redis.connection import Connection
+from redis.connection import Connection, SSLConnection
 
-from ._options import PoolOptions, split_options
-from ._pool import ConnectionPool
+from ._options import OPTION_NAMES, PoolOptions, split_options
+from ._pool import ConnectionPool, _connection_parameters
 
 __all__ = ["ClusterClient", "ClusterNodePool", "cluster_pool_class"]
 
@@ -59,12 +60,21 @@ def cluster_pool_class(**options: Any) -> type[ClusterNodePool]:
 
     ``options`` are redispool options (``max_connections``, ``timeout``, ``min_idle``,
     ``ping_after_idle``, ...) and, if needed, connection keywords that ``RedisCluster``
-    would strip (``health_check_interval``, say). redispool options are validated here,
-    so a typo fails at once rather than when the first node is contacted.
+    would strip (``health_check_interval``, say). Everything is checked here, so a typo
+    fails at once (``TypeError``/``ValueError`` naming it) rather than when the first node
+    is contacted.
     """
-    own = split_options(dict(options))
+    connection_keywords = dict(options)
+    own = split_options(connection_keywords)
     if own:
-        PoolOptions.from_kwargs(own)  # raises TypeError/ValueError naming the option
+        PoolOptions.from_kwargs(own)
+    known = _connection_parameters(options.get("connection_class", Connection))
+    known |= _connection_parameters(SSLConnection)  # a rediss:// URL switches to it
+    for key in connection_keywords:
+        if key not in known:
+            hint = difflib.get_close_matches(key, sorted(known | OPTION_NAMES), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise TypeError(f"cluster_pool_class() got an unknown option {key!r}{suggestion}")
     return type(
         "ClusterNodePool",
         (ClusterNodePool,),

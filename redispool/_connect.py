@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import socket
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tenacity
+from redis.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,6 +27,8 @@ log = logging.getLogger("redispool")
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 BACKOFF_JITTER = 0.05
+# A connect attempt is not started with less time than this before the deadline.
+MIN_CONNECT_BUDGET = 0.005
 
 
 def backoff(attempt: int) -> float:
@@ -124,6 +128,17 @@ class Circuit:
         return was_open
 
 
+def _accepts(method_name: str, parameter: str) -> bool:
+    method = getattr(AbstractConnection, method_name, None)
+    return method is not None and parameter in inspect.signature(method).parameters
+
+
+# redis-py 6.3 added retry_socket_connect; 6.0-6.2 have connect_check_health without it.
+_NO_SOCKET_RETRY = (
+    {"retry_socket_connect": False} if _accepts("connect_check_health", "retry_socket_connect") else {}
+)
+
+
 def connect_within(conn: Any, deadline: float | None) -> None:
     """Connect ``conn`` once, bounding the TCP connect and the handshake by ``deadline``.
 
@@ -140,7 +155,7 @@ def connect_within(conn: Any, deadline: float | None) -> None:
         real.socket_timeout = _smaller(saved_read, remaining)
     try:
         if conn is real and hasattr(real, "connect_check_health"):
-            real.connect_check_health(check_health=True, retry_socket_connect=False)
+            real.connect_check_health(check_health=True, **_NO_SOCKET_RETRY)
         else:
             conn.connect()
     except TimeoutError:
@@ -177,7 +192,12 @@ def open_with_backoff(
         return max(0.0, min(delay, deadline - time.monotonic()))
 
     def stop(state: tenacity.RetryCallState) -> bool:
-        return deadline is not None and time.monotonic() >= deadline - 0.001
+        # Stop when the next backoff would sleep into the deadline: an attempt started
+        # with no time left could only fail, and would hide the last real connect error.
+        if deadline is None:
+            return False
+        next_sleep = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (state.attempt_number - 1))
+        return deadline - time.monotonic() <= next_sleep + MIN_CONNECT_BUDGET
 
     def guarded() -> Any:
         circuit_check()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _connect, _health
 from ._meta import Meta, format_stack
-from .errors import PoolTimeout
+from .errors import PoolClosed, PoolTimeout
 
 if TYPE_CHECKING:
     from ._pool import ConnectionPool
@@ -90,7 +90,8 @@ def maintain(pool: ConnectionPool) -> float:
         refill = refill_count(pool)
         pool._connecting += refill
         shut = pool._shut
-        probe = pool._circuit.is_open and not refill and not shut
+        room = pool._size() < opts.max_connections
+        probe = pool._circuit.is_open and not refill and not shut and room
         if probe:
             pool._connecting += 1
     pool._close_all_reasons(doomed)
@@ -148,24 +149,28 @@ def keepalive(pool: ConnectionPool, conn: Any) -> None:
 
 
 def wait_ready(pool: ConnectionPool, timeout: float | None = 10.0) -> None:
-    """Open connections in this thread until ``min_idle`` are idle and ready.
+    """Open connections in this thread until ``min_idle`` are idle, or the pool is full.
 
-    Raises :class:`PoolTimeout` if that takes longer than ``timeout`` seconds, or the
-    connect error when Redis cannot be reached.
+    Raises :class:`PoolTimeout` if that takes longer than ``timeout`` seconds,
+    :class:`ServerUnavailable` while the pool fails fast, :class:`PoolClosed` after
+    ``shutdown()``, or the connect error when Redis cannot be reached.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         with pool._lock:
-            if len(pool._idle) >= min(pool._options.min_idle, pool._options.max_connections):
+            opts = pool._options
+            if len(pool._idle) >= opts.min_idle or pool._size() >= opts.max_connections:
                 return
-            refill = 1 if refill_count(pool) else 0
-            pool._connecting += refill
-        if not refill:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise PoolTimeout(
-                    f"pool {pool.name} did not reach min_idle={pool._options.min_idle} in {timeout}s"
-                )
-            # Other threads are connecting or borrowing; give them a moment.
-            time.sleep(0.01)
+            if pool._shut:
+                raise PoolClosed(f"pool {pool.name} was shut down")
+            mine = len(pool._idle) + pool._connecting < opts.min_idle
+            if mine:
+                pool._connecting += 1
+        if mine:
+            # A new connection goes to a waiting caller first, or joins the idle set.
+            pool._open(deadline, for_caller=False)
             continue
-        pool._open(deadline, for_caller=False)
+        # The background thread is opening the rest; their outcome has no event to wait on.
+        if deadline is not None and time.monotonic() >= deadline:
+            raise PoolTimeout(f"pool {pool.name} did not reach min_idle={opts.min_idle} in {timeout}s")
+        time.sleep(0.005)

@@ -267,7 +267,7 @@ class ConnectionPool(redis.ConnectionPool):
             timeout = self._options.timeout
         if self.pid != os.getpid():
             self._checkpid()
-        if not self._registered:
+        if not self._registered and not self._shut:
             self._register()
         start = time.monotonic()
         # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
@@ -277,7 +277,11 @@ class ConnectionPool(redis.ConnectionPool):
             if conn is None:
                 conn = self._open(deadline, for_caller=True)
                 break
-            problem = self._check_out(conn)
+            try:
+                problem = self._check_out(conn)
+            except BaseException:  # interrupted mid-check: the connection's state is unknown
+                self._abandon_connection(conn)
+                raise
             if problem is None:
                 break
             # The connection was unusable and is closed; its slot stays with us.
@@ -386,7 +390,11 @@ class ConnectionPool(redis.ConnectionPool):
 
     def _wait(self, waiter: Waiter, deadline: float | None, start: float) -> Any:
         remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        waiter.signal.acquire(timeout=remaining)
+        try:
+            waiter.signal.acquire(timeout=remaining)
+        except BaseException:  # KeyboardInterrupt, say: pass on whatever we were handed
+            self._abandon_wait(waiter)
+            raise
         with self._lock:
             waited = time.monotonic() - start
             self._counters.wait_time_total += waited
@@ -407,6 +415,29 @@ class ConnectionPool(redis.ConnectionPool):
         if warn:
             log.warning("%s", error)
         raise error
+
+    def _abandon_wait(self, waiter: Waiter) -> None:
+        """A waiter gives up without taking what it may have been handed."""
+        with self._lock:
+            if waiter.conn is not None:
+                del self._in_use[waiter.conn._rp_meta]
+                self._counters.borrows -= 1
+                self._put(waiter.conn)
+            elif waiter.slot:
+                self._connecting -= 1
+                self._serve_slots()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _abandon_connection(self, conn: Any) -> None:
+        """Close a connection the caller never received and free its slot."""
+        with self._lock:
+            meta: Meta = conn._rp_meta
+            if meta in self._in_use:
+                del self._in_use[meta]
+                self._counters.borrows -= 1
+                self._serve_slots()
+        self._close(conn, "checkout interrupted")
 
     def _timeout_error(self, waited: float) -> PoolTimeout:
         return PoolTimeout(

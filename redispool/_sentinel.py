@@ -40,7 +40,7 @@ _RETIRED = "connected to the previous master"
 class _RoutedConnection(SentinelManagedConnection):
     """Makes every way of connecting ask Sentinel for the address first.
 
-    The pool connects through ``connect_check_health`` (redis-py >= 6) to bound the
+    The pool connects through ``connect_check_health`` (redis-py >= 6.0) to bound the
     handshake by its own deadline; on a Sentinel connection that method alone would dial
     the placeholder host. Routed here, it picks the master (or the next replica) exactly
     as ``connect()`` does, without ``connect()``'s retries: the pool owns retries.
@@ -55,13 +55,12 @@ class _RoutedConnection(SentinelManagedConnection):
         finally:
             self._rp_routing = False
 
-    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+    def connect_check_health(self, check_health: bool = True, *args: Any, **kwargs: Any) -> Any:
         if self._sock:
-            return
-        if self._rp_routing:
-            super().connect_check_health(check_health, retry_socket_connect)
-            return
-        self._connect_retry()
+            return None
+        if self._rp_routing:  # args: retry_socket_connect on redis-py >= 6.3
+            return super().connect_check_health(check_health, *args, **kwargs)
+        return self._connect_retry()
 
 
 _routed: dict[type[Any], type[Any]] = {}

@@ -77,8 +77,11 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--dir", self.dir,
             "--daemonize", "no", "--loglevel", "warning", *self.extra_args,
         ]  # fmt: skip
+        # redis-server prints start-up errors on stdout; keep both in a file, not a
+        # pipe nobody drains, so a chatty server can never block on a full pipe.
+        self._log = open(os.path.join(self.dir, "server.log"), "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self._wait_ready(timeout)
         return self
@@ -87,8 +90,8 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+                self.stop()
+                raise RuntimeError(f"redis-server exited at start: {self.output().strip()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
@@ -102,9 +105,17 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
+    def output(self) -> str:
+        """What the server printed (start-up errors, warnings)."""
+        with open(os.path.join(self.dir, "server.log"), "rb") as log:
+            return log.read().decode(errors="replace")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if process.poll() is not None:
+            self._log.close()
             return
         process.send_signal(sig)
         try:
@@ -112,8 +123,7 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()
+        self._log.close()
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL)."""

@@ -119,7 +119,8 @@ class SentinelDeployment:
         ready = threading.Barrier(len(self.sentinels) + 1)
 
         def listen(port: int) -> None:
-            pubsub = admin(port, socket_timeout=None).pubsub()
+            client = admin(port, socket_timeout=None)
+            pubsub = client.pubsub()
             try:
                 pubsub.subscribe("+switch-master")
                 pubsub.get_message(timeout=5)  # the subscribe confirmation
@@ -129,8 +130,11 @@ class SentinelDeployment:
                     if message and message["type"] == "message":
                         when.append(time.monotonic())
                         switched.set()
+            except redis.ConnectionError:
+                pass  # the deployment is being torn down
             finally:
                 pubsub.close()
+                client.close()
 
         for sentinel in self.sentinels:
             threading.Thread(target=listen, args=(sentinel.port,), daemon=True).start()
@@ -149,11 +153,12 @@ def sentinel_deployment() -> Iterator[SentinelDeployment]:
         servers.append(master.start())
         replica = RedisServer(*fast_sync, "--replicaof", "127.0.0.1", str(master.port))
         servers.append(replica.start())
-        wait_for(
-            lambda: admin(replica.port).info("replication")["master_link_status"] == "up",
-            10,
-            "the replica to sync",
-        )
+
+        def in_sync() -> bool:
+            with admin(replica.port) as client:
+                return bool(client.info("replication")["master_link_status"] == "up")
+
+        wait_for(in_sync, 10, "the replica to sync")
         ports = [free_port() for _ in range(3)]
         ids = [secrets.token_hex(20) for _ in range(3)]
         sentinels = []
@@ -178,9 +183,9 @@ def sentinel_deployment() -> Iterator[SentinelDeployment]:
 
         def ready() -> bool:
             for sentinel in sentinels:
-                client = admin(sentinel.port)
-                state = client.sentinel_master(SERVICE)
-                replicas = client.sentinel_slaves(SERVICE)
+                with admin(sentinel.port) as client:
+                    state = client.sentinel_master(SERVICE)
+                    replicas = client.sentinel_slaves(SERVICE)
                 if state["num-other-sentinels"] != 2 or len(replicas) != 1:
                     return False
                 if replicas[0].get("master-link-status") != "ok":
@@ -264,6 +269,7 @@ def cluster_deployment(masters: int = 3) -> Iterator[ClusterDeployment]:
     # The bus port defaults to port + 10000, which may be taken or beyond 65535: pick one.
     bus_ports = [free_port() for _ in range(masters)]
     nodes = [RedisServer(*args, "--cluster-port", str(bus)) for bus in bus_ports]
+    clients: list[redis.Redis] = []
     try:
         for node in nodes:
             node.start()
@@ -289,8 +295,12 @@ def cluster_deployment(masters: int = 3) -> Iterator[ClusterDeployment]:
             return True
 
         wait_for(agreed, 20, "the cluster to form")
+        for client in clients:
+            client.close()
         yield ClusterDeployment(nodes, ids)
     finally:
+        for client in clients:
+            client.close()
         for node in nodes:
             node.cleanup()
 

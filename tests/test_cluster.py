@@ -242,6 +242,8 @@ def test_cluster_pool_class_validates_and_merges_options() -> None:
         redispool.cluster_pool_class(max_connections=2, min_idle=3)
     with pytest.raises(TypeError, match="timeout"):
         redispool.cluster_pool_class(timeout=[1.0])
+    with pytest.raises(TypeError, match="did you mean 'max_connections'"):
+        redispool.cluster_pool_class(max_conections=3)
     pool_class = redispool.cluster_pool_class(max_connections=7, timeout=1.5, socket_keepalive=True)
     pool = pool_class(host="127.0.0.1", port=1, max_connections=None, username="u", password="p")
     try:

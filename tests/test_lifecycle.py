@@ -72,7 +72,8 @@ def test_connection_killed_by_server_is_replaced_transparently(
     pool = make_pool(own_server.url, max_connections=2, ping_after_idle=None)
     r = redis.Redis(connection_pool=pool)
     victim = r.client_id()
-    redis.Redis.from_url(own_server.url).client_kill_filter(_id=victim)
+    with redis.Redis.from_url(own_server.url) as admin:
+        admin.client_kill_filter(_id=victim)
     wait_until(lambda: victim not in server_client_ids(own_server.url))
     assert r.ping()  # no error reaches the caller
     assert r.client_id() != victim
@@ -266,15 +267,17 @@ def test_keepalive_pings_idle_connections(redis_url: str, make_pool: MakePool) -
 
 
 def test_connect_retries_with_backoff_then_fails_fast(own_server: RedisServer, make_pool: MakePool) -> None:
-    pool = make_pool(own_server.url, timeout=0.6, fail_fast_after=0.5, min_idle=0)
+    pool = make_pool(own_server.url, timeout=3.0, fail_fast_after=0.5, min_idle=0)
     r = redis.Redis(connection_pool=pool)
     assert r.ping()
     own_server.kill()
     pool.disconnect()
     with pytest.raises(redis.ConnectionError) as first:
-        r.ping()
+        pool.acquire(timeout=0.3)  # shorter than fail_fast_after: plain retries, then the error
     assert not isinstance(first.value, redispool.ServerUnavailable)
     assert pool.stats()["connect_errors"] >= 3  # retried with backoff inside one deadline
+    with pytest.raises(redispool.ServerUnavailable):
+        r.ping()  # retries until failures have lasted fail_fast_after, then the circuit opens
     started = time.monotonic()
     with pytest.raises(redispool.ServerUnavailable, match="failing fast"):
         r.ping()
@@ -420,3 +423,23 @@ def test_maintenance_resumes_in_a_forked_child(redis_url: str, make_pool: MakePo
     os.close(read_end)
     assert reply == "True 2 2", reply
     assert pool.stats()["idle"] == 2  # the parent's pool is untouched
+
+
+def test_wait_ready_returns_when_the_pool_is_full(redis_url: str, make_pool: MakePool) -> None:
+    pool = make_pool(redis_url, max_connections=3, min_idle=3)
+    held = [pool.get_connection() for _ in range(2)]  # min_idle idle is out of reach now
+    started = time.monotonic()
+    pool.wait_ready(timeout=10)
+    assert time.monotonic() - started < 5
+    stats = pool.stats()  # the background thread may still be opening the third
+    assert stats["size"] == 3 and stats["idle"] + stats["connecting"] == 1
+    for conn in held:
+        pool.release(conn)
+
+
+def test_wait_ready_fails_fast_when_redis_is_down(make_pool: MakePool) -> None:
+    pool = make_pool("redis://127.0.0.1:1/0", min_idle=2, fail_fast_after=None)
+    with pytest.raises(redis.ConnectionError):
+        pool.wait_ready(timeout=0.5)
+    stats = pool.stats()  # the background refill may be mid-attempt: only slots held
+    assert stats["idle"] == 0 and stats["in_use"] == 0

@@ -231,8 +231,11 @@ def test_failing_connect_frees_its_slot(make_pool: Callable[..., redispool.Conne
     # Nothing listens on port 1: every connect is refused.
     pool = make_pool(host="127.0.0.1", port=1, max_connections=1, timeout=0.3, fail_fast_after=None)
     for _ in range(3):
-        with pytest.raises(redis.ConnectionError):
+        with pytest.raises(redis.ConnectionError) as caught:
             pool.acquire()
+        # The deadline passed while retrying: the caller sees the real connect error.
+        assert not isinstance(caught.value, redispool.PoolTimeout)
+        assert "refused" in str(caught.value).lower()
     stats = pool.stats()
     assert stats["size"] == 0 and stats["connecting"] == 0
     assert stats["connect_errors"] >= 3
@@ -346,3 +349,53 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.001)
+
+
+class Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt without stopping pytest."""
+
+
+def test_interrupted_waiter_passes_on_what_it_was_handed(
+    fake_pool: Callable[..., redispool.ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = fake_pool(max_connections=1)
+    held = pool.acquire()
+
+    class Signal:
+        def acquire(self, timeout: float = -1) -> bool:
+            pool.release(held)  # the handoff lands...
+            raise Interrupt  # ...just as the waiting thread is interrupted
+
+        def release(self) -> None:
+            pass
+
+    class InterruptedWaiter(redispool._pool.Waiter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.signal = Signal()  # type: ignore[assignment]
+
+    monkeypatch.setattr(redispool._pool, "Waiter", InterruptedWaiter)
+    with pytest.raises(Interrupt):
+        pool.acquire(timeout=5)
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 1 and stats["waiting"] == 0
+    assert stats["borrows"] == stats["returns"] == 1
+    assert pool.acquire(timeout=0) is held
+
+
+def test_interrupted_health_check_frees_the_slot(
+    fake_pool: Callable[..., redispool.ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = fake_pool(max_connections=1)
+    pool.release(pool.acquire())
+
+    def interrupted(conn: Any) -> str | None:
+        raise Interrupt
+
+    monkeypatch.setattr(pool, "_check_out", interrupted)
+    with pytest.raises(Interrupt):
+        pool.acquire()
+    monkeypatch.undo()
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["size"] == 0
+    assert pool.acquire(timeout=0) is not None

@@ -244,9 +244,11 @@ def test_master_switch_retires_idle_now_and_borrowed_on_return(
         for conn in conns:
             pool.release(conn)
         assert pool.stats()["idle"] == 3
+        assert pool.owns_connection(kept)  # redis-py's check, used by cluster code
 
         manager.master = address(b)
         assert pool.get_master_address() == address(b)  # what any new connect would ask
+        assert not pool.owns_connection(kept)
 
         stats = pool.stats()
         assert stats["master_switches"] == 1
@@ -262,8 +264,17 @@ def test_master_switch_retires_idle_now_and_borrowed_on_return(
         fresh = [pool.get_connection() for _ in range(4)]
         assert {(c.host, c.port) for c in fresh} == {address(b)}
         assert pool.stats()["size"] == 4
-        for conn in fresh:
+        for conn in fresh[1:]:
             pool.release(conn)
+
+        # reset() (django-redis after a password change) forgets the master too.
+        pool.reset()
+        assert pool.master_address is None and pool.stats()["idle"] == 0
+        pool.release(fresh[0])  # from before reset(): closed, not pooled
+        assert fresh[0]._sock is None
+        with pool.connection() as conn:
+            assert conn.port == b.port and pool.master_address == address(b)
+        assert pool.stats()["master_switches"] == 1  # rediscovery is not a switch
     finally:
         pool.shutdown()
 
