@@ -17,6 +17,9 @@ from redis.retry import Retry
 
 import redispool
 from redispool import _maintenance
+from redispool._server import RedisServer, ServerNotFound
+
+from .conftest import _no_server
 
 PROTOCOLS = [pytest.param(2, id="resp2"), pytest.param(3, id="resp3")]
 
@@ -419,3 +422,15 @@ def test_client_collected_inside_the_maintainer_lock_does_not_deadlock(redis_url
     thread.start()
     thread.join(timeout=10)
     assert done.is_set(), "deadlock: Client.__del__ -> pool.close() -> maintainer.unregister()"
+
+
+def test_unix_socket_path_keyword(tmp_path: Any) -> None:
+    path = str(tmp_path / "redis.sock")
+    try:
+        server = RedisServer("--unixsocket", path, "--unixsocketperm", "700")
+    except ServerNotFound as error:
+        _no_server(str(error))  # skips, or fails under REDISPOOL_REQUIRE_REDIS=1
+    with server, redispool.Client(unix_socket_path=path, max_connections=2) as client:
+        assert client.ping()
+        assert client.pool.connection_kwargs["path"] == path
+        assert [info.address for info in client.pool.connections()] == [path]
