@@ -43,6 +43,8 @@ __all__ = ["Client", "ClientPipeline"]
 
 _C = TypeVar("_C", bound="Client")
 
+_BLOCKING = _commands.BLOCKING
+
 # States of a pinned client; None on every other client.
 _HELD = "held"
 _LOST = "lost"
@@ -92,7 +94,14 @@ class Client(redis.Redis):
                 f"connection_pool must be a redispool.ConnectionPool, not {type(connection_pool).__name__}; "
                 "redispool.ConnectionPool takes the same keywords and from_url()"
             )
-        super().__init__(connection_pool=connection_pool, single_connection_client=single_connection_client)
+        try:
+            super().__init__(
+                connection_pool=connection_pool, single_connection_client=single_connection_client
+            )
+        except BaseException:
+            if owned:  # e.g. single_connection_client could not connect: leave nothing behind
+                connection_pool.shutdown()
+            raise
         self.auto_close_connection_pool = owned
 
     @classmethod
@@ -190,7 +199,8 @@ class Client(redis.Redis):
         )
 
     def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
-        block = _commands.block_seconds(args)
+        # One set lookup on the hot path; only blocking commands pay for parsing their args.
+        block = _commands.block_seconds(args) if command_name in _BLOCKING else None
         if block is None:
             return super()._send_command_parse_response(  # type: ignore[no-untyped-call]
                 conn, command_name, *args, **options

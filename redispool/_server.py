@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 INSTALL_HINT = (
     "no redis-server found: install one (Debian/Ubuntu: apt-get install redis-server; "
@@ -62,6 +63,7 @@ class RedisServer:
         self.extra_args: Sequence[str] = extra_args
         self.dir = tempfile.mkdtemp(prefix="redispool-")
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,17 +73,20 @@ class RedisServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [
+    def command(self) -> list[str]:
+        """The argv that starts this server; a subclass may start it differently."""
+        return [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir,
             "--daemonize", "no", "--loglevel", "warning", *self.extra_args,
         ]  # fmt: skip
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
         # redis-server prints start-up errors on stdout; keep both in a file, not a
         # pipe nobody drains, so a chatty server can never block on a full pipe.
         self._log = open(os.path.join(self.dir, "server.log"), "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self._wait_ready(timeout)
         return self
@@ -115,7 +120,7 @@ class RedisServer:
         if process is None:
             return
         if process.poll() is not None:
-            self._log.close()
+            self._close_log()
             return
         process.send_signal(sig)
         try:
@@ -123,7 +128,12 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        self._log.close()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL)."""

@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 import os
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,18 +74,11 @@ class ConfigFileServer(RedisServer):
         self.lines = lines
         self.mode_args = mode_args
 
-    def start(self, timeout: float = 10.0) -> ConfigFileServer:
+    def command(self) -> list[str]:
         conf = Path(self.dir) / "redis.conf"
         head = [f"port {self.port}", "bind 127.0.0.1", f'dir "{self.dir}"', "loglevel warning"]
         conf.write_text("\n".join([*head, *self.lines]) + "\n")
-        self.process = subprocess.Popen(
-            [self.binary, str(conf), *self.mode_args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self._wait_ready(timeout)
-        return self
+        return [self.binary, str(conf), *self.mode_args]
 
 
 # ---------------------------------------------------------------------- Sentinel

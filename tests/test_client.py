@@ -6,6 +6,7 @@ Every test runs under RESP2 and RESP3 where the protocol could matter.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,9 @@ from redis.retry import Retry
 
 import redispool
 from redispool import _maintenance
+from redispool._server import RedisServer, ServerNotFound
+
+from .conftest import _no_server
 
 PROTOCOLS = [pytest.param(2, id="resp2"), pytest.param(3, id="resp3")]
 
@@ -243,6 +247,23 @@ def test_pubsub_publish_and_receive(client: redispool.Client, key: str) -> None:
     assert client.ping()  # the subscribed connection was not handed to a plain command
 
 
+def test_forgotten_pubsub_is_reported_as_a_leak(
+    redis_url: str, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with redispool.Client.from_url(redis_url, leak_warning_after=30) as client:
+        now = [1000.0]
+        client.pool._clock = lambda: now[0]  # a clock the test moves, instead of waiting 30 s
+        pubsub = client.pubsub()
+        pubsub.subscribe(key + "forgotten")
+        now[0] += 31
+        with caplog.at_level(logging.WARNING, logger="redispool"):
+            client.pool.run_maintenance()
+        assert client.pool.stats()["leaks"] == 1
+        assert "leak_warning_after" in caplog.text
+        pubsub.close()
+        assert client.pool.stats()["in_use"] == 0
+
+
 @pytest.mark.parametrize("transaction", [True, False], ids=["multi", "plain"])
 def test_pipeline(client: redispool.Client, key: str, transaction: bool) -> None:
     borrows = client.pool.stats()["borrows"]
@@ -401,3 +422,15 @@ def test_client_collected_inside_the_maintainer_lock_does_not_deadlock(redis_url
     thread.start()
     thread.join(timeout=10)
     assert done.is_set(), "deadlock: Client.__del__ -> pool.close() -> maintainer.unregister()"
+
+
+def test_unix_socket_path_keyword(tmp_path: Any) -> None:
+    path = str(tmp_path / "redis.sock")
+    try:
+        server = RedisServer("--unixsocket", path, "--unixsocketperm", "700")
+    except ServerNotFound as error:
+        _no_server(str(error))  # skips, or fails under REDISPOOL_REQUIRE_REDIS=1
+    with server, redispool.Client(unix_socket_path=path, max_connections=2) as client:
+        assert client.ping()
+        assert client.pool.connection_kwargs["path"] == path
+        assert [info.address for info in client.pool.connections()] == [path]
