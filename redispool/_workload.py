@@ -54,7 +54,7 @@ class Segment:
     threads: int
     max_connections: int
     ops: int  # commands that succeeded
-    seconds: float  # wall time from the start barrier to the last worker's end
+    seconds: float  # wall time from the start barrier (after warm-up) to the last worker's end
     cpu: float  # CPU seconds this process used meanwhile, all threads (not the server's)
     latencies: list[float]  # seconds per round trip (one command, or one pipeline)
     waits: list[float]  # seconds spent inside get_connection, per call
@@ -134,17 +134,27 @@ def _drive(
     opened: Counter,
 ) -> Segment:
     per_thread = _split_ops(workload.ops, threads)
-    barrier = threading.Barrier(threads + 1)
+    clock: dict[str, float] = {}
+
+    def start_clocks() -> None:
+        # Runs once, when every worker has warmed up: the timed part starts here.
+        clock["start"] = time.perf_counter()
+        clock["cpu"] = time.process_time()
+        clock["deadline"] = (
+            clock["start"] + workload.duration if workload.duration is not None else float("inf")
+        )
+
+    barrier = threading.Barrier(threads + 1, action=start_clocks)
     results: list[tuple[int, list[float], list[float], dict[str, int]]] = []
     lock = threading.Lock()
-    deadline_box: list[float] = []
 
     def worker(index: int) -> None:
         waits: list[float] = []
-        samples.waits = waits
         try:
+            _warm_up(client)
+            samples.waits = waits
             barrier.wait()
-            outcome = _work(client, workload, keys, per_thread[index], deadline_box[0], control, index)
+            outcome = _work(client, workload, keys, per_thread[index], clock["deadline"], control, index)
         except Exception:
             if control.stop:
                 return  # the run was aborted under us (barrier broken, pool closed): not news
@@ -158,9 +168,6 @@ def _drive(
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for thread in workers:
         thread.start()
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    deadline_box.append(start + workload.duration if workload.duration is not None else float("inf"))
     try:
         barrier.wait()
         for thread in workers:
@@ -173,8 +180,8 @@ def _drive(
         for thread in workers:
             thread.join(timeout=STOP_GRACE)
         raise
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    seconds = time.perf_counter() - clock["start"]
+    cpu = time.process_time() - clock["cpu"]
     ops = sum(r[0] for r in results)
     errors: dict[str, int] = {}
     for r in results:
@@ -192,6 +199,17 @@ def _drive(
         opened=opened.value,
         errors=errors,
     )
+
+
+def _warm_up(client: redis.Redis) -> None:
+    """One untimed PING per thread, so the pool's connections exist before timing starts.
+
+    A run then measures the steady state rather than connection set-up, which at 64
+    threads would otherwise be a large part of a short run for every pool. Errors
+    (redis-py's pool refusing past ``max_connections``) are ignored here.
+    """
+    with contextlib.suppress(redis.RedisError, OSError):
+        client.ping()
 
 
 def _split_ops(total: int | None, threads: int) -> list[int | None]:
