@@ -166,9 +166,9 @@ def _drive(
 
     # Daemon threads: even if one never returns, the process can still exit.
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for thread in workers:
-        thread.start()
     try:
+        for thread in workers:
+            thread.start()
         barrier.wait()
         for thread in workers:
             thread.join()
@@ -178,7 +178,8 @@ def _drive(
         control.stop = True
         barrier.abort()
         for thread in workers:
-            thread.join(timeout=STOP_GRACE)
+            if thread.ident is not None:  # started
+                thread.join(timeout=STOP_GRACE)
         raise
     seconds = time.perf_counter() - clock["start"]
     cpu = time.process_time() - clock["cpu"]
