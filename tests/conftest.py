@@ -11,15 +11,9 @@ import pytest
 import redis
 
 import redispool
-from redispool._server import RedisServer, ServerNotFound
+from redispool._server import RedisServer
 
-REQUIRE_REDIS = os.environ.get("REDISPOOL_REQUIRE_REDIS") == "1"
-
-
-def _no_server(reason: str) -> None:
-    if REQUIRE_REDIS:
-        pytest.fail(f"REDISPOOL_REQUIRE_REDIS=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+from .support import missing, private_server
 
 
 @pytest.fixture(scope="session")
@@ -30,25 +24,17 @@ def redis_url() -> Iterator[str]:
         try:
             redis.Redis.from_url(url, socket_connect_timeout=2).ping()
         except redis.RedisError as error:
-            _no_server(f"REDIS_URL={url} does not answer: {error}")
+            missing(f"REDIS_URL={url} does not answer: {error}")
         yield url
         return
-    try:
-        server = RedisServer()
-    except ServerNotFound as error:
-        _no_server(str(error))
-    with server:
+    with private_server() as server:
         yield server.url
 
 
 @pytest.fixture
 def own_server() -> Iterator[RedisServer]:
     """A redis-server owned by one test, which may kill, restart or reconfigure it."""
-    try:
-        server = RedisServer()
-    except ServerNotFound as error:
-        _no_server(str(error))
-    with server:
+    with private_server() as server:
         yield server
 
 

@@ -9,15 +9,9 @@ from collections.abc import Callable
 import redis
 
 import redispool
+from tests.support import wait_until
 
 MakePool = Callable[..., redispool.ConnectionPool]
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)  # polling pool state: there is no event to wait on
 
 
 def test_called_once_per_successful_acquire_with_its_duration(redis_url: str, make_pool: MakePool) -> None:
@@ -41,7 +35,7 @@ def test_called_once_per_successful_acquire_with_its_duration(redis_url: str, ma
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    _wait_until(lambda: pool.stats()["waiting"] == 1)
+    wait_until(lambda: pool.stats()["waiting"] == 1)
     queued_by = time.monotonic()  # the waiter's acquire started before this
     release_start = time.monotonic()
     pool.release(held)  # hands the connection to the waiter

@@ -23,6 +23,7 @@ import redispool
 from redispool import _candidates, _size
 from redispool._server import INSTALL_HINT, RedisServer, ServerNotFound, free_port
 from redispool.cli import main
+from tests.support import missing
 
 TINY = ["--ops", "40", "--rounds", "1", "--keys", "20", "--value-size", "16"]
 STARTED = "started a private redis-server (pid "
@@ -438,7 +439,7 @@ def test_bench_runs_redispool_client(redis_url: str, capsys: pytest.CaptureFixtu
 def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
     """A private server that also listens with TLS (self-signed certificate)."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
+        missing("openssl is needed to make a test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
@@ -452,7 +453,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
             "--tls-auth-clients", "no",
         )  # fmt: skip
     except ServerNotFound as error:
-        pytest.skip(str(error))
+        missing(str(error))
     with server:
         yield server, tls_port
 

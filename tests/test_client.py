@@ -19,7 +19,7 @@ import redispool
 from redispool import _maintenance
 from redispool._server import RedisServer, ServerNotFound
 
-from .conftest import _no_server
+from .support import missing
 
 PROTOCOLS = [pytest.param(2, id="resp2"), pytest.param(3, id="resp3")]
 
@@ -429,7 +429,7 @@ def test_unix_socket_path_keyword(tmp_path: Any) -> None:
     try:
         server = RedisServer("--unixsocket", path, "--unixsocketperm", "700")
     except ServerNotFound as error:
-        _no_server(str(error))  # skips, or fails under REDISPOOL_REQUIRE_REDIS=1
+        missing(str(error))  # skips, or fails under REDISPOOL_REQUIRE_REDIS=1
     with server, redispool.Client(unix_socket_path=path, max_connections=2) as client:
         assert client.ping()
         assert client.pool.connection_kwargs["path"] == path

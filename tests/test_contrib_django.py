@@ -24,7 +24,7 @@ from django.urls import path
 import redispool
 from redispool._options import OPTION_NAMES
 from redispool._pool import _all_pools
-from redispool._server import RedisServer, ServerNotFound
+from redispool._server import RedisServer
 
 
 def session_count(request: HttpRequest) -> HttpResponse:
@@ -53,6 +53,8 @@ from django.core.cache import caches  # noqa: E402  (needs configured settings)
 from django_redis import get_redis_connection  # noqa: E402
 from django_redis.pool import ConnectionFactory  # noqa: E402
 
+from tests.support import private_server  # noqa: E402
+
 BUILTIN = "django.core.cache.backends.redis.RedisCache"
 DJANGO_REDIS = "django_redis.cache.RedisCache"
 PASSWORD = "django-Secret-pw"
@@ -78,11 +80,7 @@ class WarmPool(redispool.ConnectionPool):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    try:
-        own = RedisServer()
-    except ServerNotFound as error:
-        pytest.skip(str(error))
-    with own:
+    with private_server() as own:
         yield own
 
 
@@ -343,10 +341,7 @@ def test_django_redis_reset_drops_connections_opened_before_it(server: RedisServ
 
 
 def test_django_redis_password_set_after_construction_is_used() -> None:
-    try:
-        locked = RedisServer("--requirepass", PASSWORD)
-    except ServerNotFound as error:
-        pytest.skip(str(error))
+    locked = private_server("--requirepass", PASSWORD)
     # CONNECTION_POOL_KWARGS wins over django-redis's own PASSWORD, so the pool is built
     # without one; django-redis then writes PASSWORD into connection_kwargs and resets.
     options = {
@@ -429,8 +424,6 @@ def test_django_redis_sharded_client(server: RedisServer) -> None:
 
 def test_django_redis_sentinel_client() -> None:
     # django-redis's SentinelClient insists on a redis.sentinel.SentinelConnectionPool.
-    if getattr(redispool, "SentinelConnectionPool", None) is None:
-        pytest.skip("redispool.SentinelConnectionPool is not part of this build")
     from redis.sentinel import SentinelConnectionPool
 
     from tests.deployments import SERVICE, sentinel_deployment

@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,9 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import redispool
-from redispool._server import RedisServer, ServerNotFound
+from redispool._server import RedisServer
 from redispool._stats import COUNTERS, GAUGES
 from redispool.contrib import otel, prometheus
+from tests.support import private_server, wait_until
 
 PASSWORD = "hunter2-Sup3rSecret"
 MakePool = Callable[..., redispool.ConnectionPool]
@@ -29,23 +29,12 @@ MakePool = Callable[..., redispool.ConnectionPool]
 @pytest.fixture(scope="module")
 def secret_server() -> Iterator[RedisServer]:
     """A private server that requires a password, so credentials are really in use."""
-    try:
-        server = RedisServer("--requirepass", PASSWORD)
-    except ServerNotFound as error:
-        pytest.skip(str(error))
-    with server:
+    with private_server("--requirepass", PASSWORD) as server:
         yield server
 
 
 def _url(server: RedisServer, db: int = 2) -> str:
     return f"redis://:{PASSWORD}@127.0.0.1:{server.port}/{db}"
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)  # polling pool state: there is no event to wait on
 
 
 def _traffic(pool: redispool.ConnectionPool) -> None:
@@ -65,7 +54,7 @@ def _traffic(pool: redispool.ConnectionPool) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    _wait_until(lambda: pool.stats()["waiting"] == 1)
+    wait_until(lambda: pool.stats()["waiting"] == 1)
     pool.release(held.pop())
     assert served.wait(5)
     thread.join(5)

@@ -23,6 +23,7 @@ from redispool import _maintenance, _pool
 from redispool._server import RedisServer
 
 from .proxy import BlackholeProxy
+from .support import wait_until
 
 MakePool = Callable[..., redispool.ConnectionPool]
 
@@ -52,15 +53,6 @@ def server_client_ids(url: str) -> set[int]:
         return {int(c["id"]) for c in admin.client_list()} - {admin.client_id()}
     finally:
         admin.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a real condition that has no event of its own (a server's client list)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------- health on borrow

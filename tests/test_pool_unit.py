@@ -14,6 +14,8 @@ import redis
 import redispool
 from redispool import errors
 
+from .support import wait_until
+
 # fakeredis >= 2.33 renamed the class; the old name became a deprecated factory.
 FakeConnection = getattr(fakeredis, "FakeRedisConnection", None) or fakeredis.FakeConnection
 
@@ -112,7 +114,7 @@ def test_waiters_are_served_in_arrival_order(fake_pool: Callable[..., redispool.
         thread = threading.Thread(target=wait)
         thread.start()
         threads.append(thread)
-        _until(lambda n=index + 1: pool.stats()["waiting"] == n)
+        wait_until(lambda n=index + 1: pool.stats()["waiting"] == n)
     pool.release(holder)
     for thread in threads:
         thread.join(10)
@@ -127,7 +129,7 @@ def test_released_connection_goes_to_the_waiter_not_a_newcomer(
     got: list[Any] = []
     waiter = threading.Thread(target=lambda: got.append(pool.acquire(timeout=10)))
     waiter.start()
-    _until(lambda: pool.stats()["waiting"] == 1)
+    wait_until(lambda: pool.stats()["waiting"] == 1)
     pool.release(conn)
     # A newcomer arriving right after the release must not overtake the waiter.
     with pytest.raises(redispool.PoolTimeout):
@@ -150,7 +152,7 @@ def test_max_waiting_refuses_at_once(fake_pool: Callable[..., redispool.Connecti
     threads = [threading.Thread(target=borrow_and_return) for _ in range(2)]
     for count, thread in enumerate(threads, 1):
         thread.start()
-        _until(lambda n=count: pool.stats()["waiting"] == n)
+        wait_until(lambda n=count: pool.stats()["waiting"] == n)
     started = time.monotonic()
     with pytest.raises(redispool.TooManyWaiters, match="max_waiting=2"):
         pool.acquire(timeout=10)
@@ -283,7 +285,7 @@ def test_shutdown_is_terminal_and_wakes_waiters(fake_pool: Callable[..., redispo
 
     thread = threading.Thread(target=wait)
     thread.start()
-    _until(lambda: pool.stats()["waiting"] == 1)
+    wait_until(lambda: pool.stats()["waiting"] == 1)
     pool.shutdown()
     thread.join(10)
     assert isinstance(errors_seen[0], redispool.PoolClosed)
@@ -340,15 +342,6 @@ def test_stress_invariants(fake_pool: Callable[..., redispool.ConnectionPool]) -
     assert peak[0] <= 8
     assert stats["size"] <= 8 and stats["in_use"] == 0 and stats["waiting"] == 0
     assert stats["borrows"] == stats["returns"] == 64 * 300
-
-
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for another thread to reach a state that has no event of its own."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.001)
 
 
 class Interrupt(BaseException):

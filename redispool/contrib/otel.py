@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -38,6 +37,7 @@ import redispool
 
 from .._pool import ConnectionPool
 from .._stats import COUNTERS, GAUGES
+from ._pools import WeakPools
 
 __all__ = ["PoolMetrics", "instrument", "uninstrument"]
 
@@ -114,7 +114,6 @@ MAPPED = frozenset(key for spec in _SPECS for key in spec.keys) | {"name"}
 
 @dataclasses.dataclass
 class _Entry:
-    pool: weakref.ref[ConnectionPool]
     attributes: dict[str, str]
     listener: Callable[[float], None]
 
@@ -130,9 +129,8 @@ class PoolMetrics:
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         self.meter: Meter = provider.get_meter("redispool", redispool.__version__)
-        self._lock = threading.Lock()  # guards _entries and _generic
-        self._entries: dict[int, _Entry] = {}
-        self._dead: deque[int] = deque()  # ids of collected pools, pruned under the lock
+        self._lock = threading.Lock()  # guards _generic
+        self._pools: WeakPools[_Entry] = WeakPools()
         for spec in _SPECS:
             self._observe(spec)
         # Stats keys this module predates still get reported: redispool's own now, and
@@ -172,13 +170,7 @@ class PoolMetrics:
         create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.doc)
 
     def _points(self, spec: _Spec) -> Iterator[Observation]:
-        with self._lock:
-            self._prune()
-            entries = list(self._entries.values())
-        for entry in entries:
-            pool = entry.pool()
-            if pool is None:
-                continue
+        for pool, entry in self._pools.live():
             stats = pool.stats()
             for key, extra in spec.keys.items():
                 if key in stats:
@@ -186,46 +178,25 @@ class PoolMetrics:
 
     def add(self, pool: ConnectionPool) -> None:
         """Start reporting ``pool``; adding it again does nothing."""
-        key = id(pool)
         attributes = {POOL_NAME: pool.name}
         histogram = self.wait_time
 
         def listener(seconds: float) -> None:
             histogram.record(seconds, attributes)
 
+        if self._pools.add(pool, lambda _others: _Entry(attributes, listener)) is None:
+            return
         numeric = {k for k, v in pool.stats().items() if isinstance(v, (int, float))}
         with self._lock:
-            self._prune()
-            known = self._entries.get(key)
-            if known is not None and known.pool() is pool:
-                return
             new_keys = self._claim(numeric)
-            ref = weakref.ref(pool, lambda _ref: self._dead.append(key))
-            self._entries[key] = _Entry(ref, attributes, listener)
         self._observe_generic(new_keys)
         pool.add_acquire_listener(listener)
 
     def remove(self, pool: ConnectionPool) -> None:
         """Stop reporting ``pool``; removing one never added does nothing."""
-        with self._lock:
-            self._prune()
-            entry = self._entries.get(id(pool))
-            if entry is None or entry.pool() is not pool:
-                return
-            del self._entries[id(pool)]
-        pool.remove_acquire_listener(entry.listener)
-
-    def _prune(self) -> None:
-        """Drop entries of collected pools.  Locked.
-
-        The weakref callback only queues the id: it runs inside garbage collection, maybe
-        while this thread holds the lock, so taking the lock there could deadlock.
-        """
-        while self._dead:
-            key = self._dead.popleft()
-            entry = self._entries.get(key)
-            if entry is not None and entry.pool() is None:  # not a new pool that reused the id
-                del self._entries[key]
+        entry = self._pools.remove(pool)
+        if entry is not None:
+            pool.remove_acquire_listener(entry.listener)
 
 
 _instances: weakref.WeakKeyDictionary[MeterProvider, PoolMetrics] = weakref.WeakKeyDictionary()

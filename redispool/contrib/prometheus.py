@@ -25,15 +25,15 @@ import dataclasses
 import os
 import threading
 import weakref
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from .._pool import ConnectionPool
 from .._stats import COUNTERS
+from ._pools import WeakPools
 
 __all__ = ["DEFAULT_BUCKETS", "PoolCollector", "register", "unregister"]
 
@@ -153,7 +153,6 @@ if hasattr(os, "register_at_fork"):
 
 @dataclasses.dataclass
 class _Entry:
-    pool: weakref.ref[ConnectionPool]
     name: str
     histogram: _Histogram
 
@@ -169,9 +168,7 @@ class PoolCollector(Collector):
         if list(buckets) != sorted(set(buckets)) or not buckets:
             raise ValueError("buckets must be a non-empty, strictly increasing sequence")
         self.buckets = tuple(float(b) for b in buckets if b != float("inf"))
-        self._lock = threading.Lock()  # guards _entries
-        self._entries: dict[int, _Entry] = {}
-        self._dead: deque[int] = deque()  # ids of collected pools, pruned under the lock
+        self._pools: WeakPools[_Entry] = WeakPools()
         for pool in pools:
             self.add(pool)
 
@@ -181,43 +178,21 @@ class PoolCollector(Collector):
         Raises ``ValueError`` if another live pool here has the same name.
         """
         name = pool.name
-        key = id(pool)
-        with self._lock:
-            self._prune()
-            known = self._entries.get(key)
-            if known is not None and known.pool() is pool:
-                return
-            for entry in self._entries.values():
-                if entry.name == name and entry.pool() is not None:
-                    raise ValueError(
-                        f"a pool named {name!r} is already collected; give each pool its own name="
-                    )
-            histogram = _Histogram(self.buckets)
-            ref = weakref.ref(pool, lambda _ref: self._dead.append(key))
-            self._entries[key] = _Entry(ref, name, histogram)
-        pool.add_acquire_listener(histogram.observe)
+
+        def make(others: list[_Entry]) -> _Entry:
+            if any(other.name == name for other in others):
+                raise ValueError(f"a pool named {name!r} is already collected; give each pool its own name=")
+            return _Entry(name, _Histogram(self.buckets))
+
+        entry = self._pools.add(pool, make)
+        if entry is not None:
+            pool.add_acquire_listener(entry.histogram.observe)
 
     def remove(self, pool: ConnectionPool) -> None:
         """Stop exposing ``pool``; removing one never added does nothing."""
-        with self._lock:
-            self._prune()
-            entry = self._entries.get(id(pool))
-            if entry is None or entry.pool() is not pool:
-                return
-            del self._entries[id(pool)]
-        pool.remove_acquire_listener(entry.histogram.observe)
-
-    def _prune(self) -> None:
-        """Drop entries of collected pools.  Locked.
-
-        The weakref callback only queues the id: it runs inside garbage collection, maybe
-        while this thread holds the lock, so taking the lock there could deadlock.
-        """
-        while self._dead:
-            key = self._dead.popleft()
-            entry = self._entries.get(key)
-            if entry is not None and entry.pool() is None:  # not a new pool that reused the id
-                del self._entries[key]
+        entry = self._pools.remove(pool)
+        if entry is not None:
+            pool.remove_acquire_listener(entry.histogram.observe)
 
     def describe(self) -> Iterator[Metric]:
         """The fixed families, without samples, so a registry can refuse duplicates."""
@@ -227,14 +202,7 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """One ``stats()`` snapshot per pool, as gauges, counters and the histogram."""
-        with self._lock:
-            self._prune()
-            entries = list(self._entries.values())
-        rows: list[tuple[str, dict[str, Any], _Histogram]] = []
-        for entry in entries:
-            pool = entry.pool()
-            if pool is not None:
-                rows.append((entry.name, pool.stats(), entry.histogram))
+        rows = [(entry.name, pool.stats(), entry.histogram) for pool, entry in self._pools.live()]
         specs = list(_SPECS)
         extra = sorted({k for _, stats, _ in rows for k in stats} - _MAPPED)
         specs += [_generic(k) for k in extra]
