@@ -229,7 +229,7 @@ def render(report: dict[str, Any]) -> str:
         f"redispool {env['redispool']} bench: redis-py {env['redis_py']}, Python {env['python']}, "
         f"{env['cpus']} CPUs, Redis {env['server_version']} ({env['server']})",
         f"workload: {mix}, {work['value_size']}-byte values, pipeline depth {work['pipeline']}, "
-        f"{work['keys']} keys, {length} per run, {work['rounds']} interleaved rounds",
+        f"{work['keys']} keys, {length} per run, {_table.plural(work['rounds'], 'interleaved round')}",
         "",
     ]
     if report["pool_only"]:

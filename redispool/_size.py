@@ -162,8 +162,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"redispool {env['redispool']} size: {LABELS[work['candidate']]}, {work['threads']} threads, "
         f"GET {work['get_ratio'] * 100:.0f}%, {work['value_size']}-byte values, pipeline depth "
-        f"{work['pipeline']}, {length} per run, {work['rounds']} rounds; Redis {env['server_version']} "
-        f"({env['server']}), {env['cpus']} CPUs",
+        f"{work['pipeline']}, {length} per run, {_table.plural(work['rounds'], 'round')}; "
+        f"Redis {env['server_version']} ({env['server']}), {env['cpus']} CPUs",
         "",
     ]
     headers = ["max_connections", "ops/s", "of peak", "wait p50", "wait p99", "wait max", "cmd p99", "errors"]
