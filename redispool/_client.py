@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -103,6 +104,8 @@ class Client(redis.Redis):
                 connection_pool.shutdown()
             raise
         self.auto_close_connection_pool = owned
+        if not hasattr(self, "single_connection_lock"):  # redis-py < 5.0.2 has none
+            self.single_connection_lock = threading.RLock()
 
     @classmethod
     def from_url(cls: type[_C], url: str, **kwargs: Any) -> _C:

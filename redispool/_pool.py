@@ -242,6 +242,11 @@ class ConnectionPool(redis.ConnectionPool):
     def _get_in_use_connections(self) -> set[Any]:
         return self._in_use_connections
 
+    def get_protocol(self) -> Any:
+        """The RESP version asked for in ``connection_kwargs``, or None for the default
+        (redis-py < 5.1 lacks this member; callers of newer versions expect it)."""
+        return self.connection_kwargs.get("protocol")
+
     def _get_pool_lock(self) -> threading.RLock:
         return self._lock
 
@@ -504,10 +509,7 @@ class ConnectionPool(redis.ConnectionPool):
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
         meta: Meta = conn._rp_meta
-        sock = (meta.real or conn)._sock
-        if sock is not meta.sock:  # (re)connected since the last look: new poll object
-            meta.sock = sock
-            meta.poller = _health.poller_for(sock) if isinstance(sock, socket.socket) else None
+        _remember_socket(meta, (meta.real or conn)._sock)
         state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
@@ -549,8 +551,9 @@ class ConnectionPool(redis.ConnectionPool):
         """Construct (not connect) a connection from ``connection_kwargs`` as they are now."""
         kwargs = dict(self.connection_kwargs)
         conn = self._tracked_class(**kwargs)
-        if self.cache is not None and CacheProxyConnection is not None:
-            conn = CacheProxyConnection(conn, self.cache, self._lock)  # type: ignore[abstract]
+        cache = getattr(self, "cache", None)  # redis-py < 5.1 has no client-side caching
+        if cache is not None and CacheProxyConnection is not None:
+            conn = CacheProxyConnection(conn, cache, self._lock)  # type: ignore[abstract]
         now = self._clock()
         lifetime = self._options.max_lifetime
         expires = (
@@ -584,6 +587,7 @@ class ConnectionPool(redis.ConnectionPool):
                 self._connecting -= 1
                 self._serve_slots()
             raise
+        _remember_socket(conn._rp_meta, _tracking.inner(conn)._sock)
         with self._lock:
             self._connecting -= 1
             self._counters.connects += 1
@@ -909,6 +913,14 @@ class ConnectionPool(redis.ConnectionPool):
             )
             for meta, state in sorted(rows, key=lambda r: r[0].id)
         ]
+
+
+def _remember_socket(meta: Meta, sock: Any) -> None:
+    """Keep the connection's current socket on its meta: the borrow probe polls it, and
+    if the connection is leaked and collected, the reclaim closes it explicitly."""
+    if sock is not meta.sock:  # (re)connected since the last look: new poll object
+        meta.sock = sock
+        meta.poller = _health.poller_for(sock) if isinstance(sock, socket.socket) else None
 
 
 def _quiet_disconnect(conn: Any) -> None:
