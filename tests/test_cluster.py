@@ -7,7 +7,9 @@ keep serving), and a dead node that does not drag the other nodes' pools down.
 
 from __future__ import annotations
 
+import gc
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +22,21 @@ from redis.exceptions import MaxConnectionsError
 
 import redispool
 from tests.deployments import SLOTS, ClusterDeployment, admin, cluster_deployment, cluster_info, key_per_slot
+
+# redis-py's RedisCluster sometimes drops a node client without closing it (on a topology
+# refresh, or a node it gave up on), and the socket is then reported unclosed whenever the
+# garbage collector reaches it. Those sockets are redis-py's, not the pool's: ignore the
+# warning here, and collect them at the end of each test so they surface nowhere else.
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(autouse=True)
+def _collect_cluster_leftovers() -> Iterator[None]:
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
 
 # RedisCluster passes MaxConnectionsError through without a topology refresh, and keeps a
 # failed node's pool, from redis-py 6.3 on.

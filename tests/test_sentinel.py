@@ -146,6 +146,7 @@ def test_failover_resumes_writes_on_the_promoted_replica(key: str) -> None:
         stop = threading.Event()
         lock = threading.Lock()
         first_ack = threading.Barrier(5)
+        some_acked = threading.Event()  # at least one write is on the replica
 
         def writer(n: int) -> None:
             i = 0
@@ -166,6 +167,7 @@ def test_failover_resumes_writes_on_the_promoted_replica(key: str) -> None:
                 with lock:
                     if replicas >= 1:
                         acked.add(name)
+                        some_acked.set()
                     if after_kill and not resumed.is_set():
                         resumed_at.append(time.monotonic())
                         resumed.set()
@@ -178,6 +180,9 @@ def test_failover_resumes_writes_on_the_promoted_replica(key: str) -> None:
             thread.start()
         try:
             first_ack.wait(timeout=10)  # every writer has written once
+            # On a loaded machine the first WAITs may time out: kill only once the
+            # replica has acknowledged something, or the check below proves nothing.
+            assert some_acked.wait(timeout=30), "the replica acknowledged no write"
             # Two connections stay borrowed across the failover, as slow requests would.
             held = [pool.get_connection(), pool.get_connection()]
             assert all((c.host, c.port) == old_master for c in held)
