@@ -162,10 +162,6 @@ def inner(conn: Any) -> Any:
     return getattr(conn, "_conn", conn)
 
 
-def pending_replies(conn: Any) -> int:
-    return int(getattr(inner(conn), "_rp_pending", 0))
-
-
 def dirt(conn: Any) -> int:
     """The :class:`Dirt` flags of ``conn`` as a plain int (0 when untracked)."""
     flags: int = getattr(inner(conn), "_rp_dirt", 0)
