@@ -158,10 +158,12 @@ def test_bad_pool_options_name_the_setting() -> None:
 def test_backends_of_many_threads_share_one_pool(aof_server: RedisServer, client_app: Celery) -> None:
     # Celery makes a backend per thread; all of them must draw from one bounded pool.
     pools: list[object] = []
+    backends: list[object] = []
 
     def grab() -> None:
         backend = client_app.backend
         backend.get(f"k-{threading.get_ident()}")  # a real round trip on this thread's backend
+        backends.append(backend)
         pools.append(backend.client.connection_pool)
 
     threads = [threading.Thread(target=grab) for _ in range(4)]
@@ -170,6 +172,7 @@ def test_backends_of_many_threads_share_one_pool(aof_server: RedisServer, client
     for thread in threads:
         thread.join(10)
     assert len(pools) == 4
+    assert len({id(b) for b in backends}) == 4  # Celery's backends are per thread
     assert len({id(p) for p in pools}) == 1  # one pool, not one per thread
     pool = pools[0]
     assert isinstance(pool, redispool.ConnectionPool)
