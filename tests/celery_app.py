@@ -17,7 +17,6 @@ BROKER_MAX = 6
 RESULT_MAX = 2
 
 
-
 def make_app(url: str) -> Celery:
     """A Celery app whose broker (db 0) and results (db 1) are on ``url``."""
     app = Celery(

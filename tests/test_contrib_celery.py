@@ -18,16 +18,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 
-pytest.importorskip("celery")
-
-from celery import Celery  # noqa: E402
-
-import redispool  # noqa: E402
-from redispool._server import RedisServer  # noqa: E402
-from redispool.contrib import celery as rp_celery  # noqa: E402
-from tests import celery_app  # noqa: E402
-from tests.support import private_server, wait_until  # noqa: E402
+import redispool
+from redispool._server import RedisServer
+from redispool.contrib import celery as rp_celery
+from tests import celery_app
+from tests.support import private_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "tests.celery_app.whoami"

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gc
+import http.client
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import redispool
-from redispool._server import RedisServer
+from redispool._server import RedisServer, free_port
 from redispool._stats import COUNTERS, GAUGES
 from redispool.contrib import otel, prometheus
 from tests.support import private_server, wait_until
@@ -284,3 +290,153 @@ def test_stats_keys_of_a_pool_subclass_are_exported(redis_url: str) -> None:
     finally:
         provider.shutdown()
         pool.shutdown()
+
+
+# ---------------------------------------------------------------- multiprocess mode under gunicorn
+
+TESTS_DIR = Path(__file__).resolve().parent
+GUNICORN_WORKERS = 4
+
+
+def _http(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return _http(port, "/stats")[0] == 200
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    """Live child pids of ``pid`` (Linux /proc): gunicorn's workers."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def _each_worker(port: int, path: str, workers: set[int]) -> dict[int, Any]:
+    """GET ``path`` until every worker in ``workers`` has answered; pid -> JSON body.
+
+    The kernel hands each new connection to some worker, so this repeats until all did.
+    """
+    seen: dict[int, Any] = {}
+
+    def more() -> bool:
+        status, body = _http(port, path)
+        assert status == 200, body
+        data = json.loads(body)
+        seen[data["pid"]] = data
+        return workers <= set(seen)
+
+    wait_until(more, timeout=60)
+    return {pid: seen[pid] for pid in workers}
+
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+def _expected(live: list[dict[str, Any]], dead: list[dict[str, Any]]) -> dict[Sample, float]:
+    """What one scrape must show: live gauges summed (or the max), all counters summed."""
+    want: dict[Sample, float] = {}
+    for spec in prometheus._SPECS:
+        labels = {"pool": "web", **({spec.label[0]: spec.label[1]} if spec.label else {})}
+        if spec.kind == "counter":
+            value = sum(float(s[spec.key]) for s in live + dead)
+            want[(spec.metric + "_total", frozenset(labels.items()))] = value
+        elif prometheus._GAUGE_MODES.get(spec.metric, "livesum") == "livemax":
+            want[(spec.metric, frozenset(labels.items()))] = max(float(s[spec.key]) for s in live)
+        else:
+            want[(spec.metric, frozenset(labels.items()))] = sum(float(s[spec.key]) for s in live)
+    borrows = sum(s["borrows"] for s in live + dead)
+    want[(prometheus.HISTOGRAM + "_count", frozenset({("pool", "web")}))] = float(borrows)
+    return want
+
+
+def _check_scrape(port: int, live: list[dict[str, Any]], dead: list[dict[str, Any]]) -> None:
+    status, body = _http(port, "/metrics")
+    assert status == 200
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    want = _expected(live, dead)
+    got = {key: samples.get(key) for key in want}
+    wrong = {k[0]: (got[k], v) for k, v in want.items() if got[k] != pytest.approx(v)}
+    assert not wrong, f"scraped vs expected: {wrong}"
+
+
+@pytest.mark.slow
+def test_gunicorn_multiprocess_scrape_sums_every_worker(own_server: RedisServer, tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "RP_METRICS_URL": own_server.url}
+    command = [
+        sys.executable, "-m", "gunicorn", "--workers", str(GUNICORN_WORKERS),
+        "--bind", f"127.0.0.1:{port}", "--chdir", str(TESTS_DIR),
+        "--config", str(TESTS_DIR / "metrics_gunicorn.py"),
+        "--error-logfile", str(log), "--log-level", "info", "metrics_app:app",
+    ]  # fmt: skip
+    master = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: master.poll() is None and _answers(port), timeout=60)
+        wait_until(lambda: len(_children(master.pid)) == GUNICORN_WORKERS, timeout=60)
+        workers = _children(master.pid)
+        # Traffic until every worker has served some.
+        _each_worker(port, "/work", workers)
+        for _ in range(40):
+            assert _http(port, "/work")[0] == 200
+
+        before = _each_worker(port, "/stats", workers)
+        assert all(b["stats"]["borrows"] > 0 for b in before.values())
+        _check_scrape(port, [b["stats"] for b in before.values()], [])
+
+        # A worker dies; gunicorn's child_exit hook runs mark_process_dead() for it.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not list(metrics_dir.glob(f"gauge_live*_{victim}.db")), timeout=30)
+        wait_until(lambda: len(_children(master.pid) - {victim}) == GUNICORN_WORKERS, timeout=60)
+        now = _children(master.pid)
+        after = _each_worker(port, "/stats", now)
+        # Its gauges are gone from the sum; its counters still count (they never go down).
+        _check_scrape(port, [a["stats"] for a in after.values()], [before[victim]["stats"]])
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(master.pid, signal.SIGKILL)  # the session this test started
+            master.wait()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+
+
+def test_multiprocess_publisher_mirrors_stats(redis_url: str, make_pool: MakePool) -> None:
+    # Without PROMETHEUS_MULTIPROC_DIR the metric objects keep values in memory; the
+    # publishing logic is the same. Counters only ever grow by the stats' increase.
+    pool = make_pool(redis_url, max_connections=2, name=f"mp-{os.getpid()}")
+    publisher = prometheus.MultiprocessPublisher(interval=None)
+    publisher.add(pool)
+    publisher.add(pool)  # idempotent
+    client = redis.Redis(connection_pool=pool)
+    for _ in range(5):
+        client.ping()
+    publisher.publish()
+    publisher.publish()  # publishing twice adds nothing
+    stats = pool.stats()
+    borrows = publisher._metrics["redispool_borrows"].labels(pool.name)._value.get()
+    size = publisher._metrics["redispool_pool_size"].labels(pool.name)._value.get()
+    assert (borrows, size) == (stats["borrows"], stats["size"])
+    with pytest.raises(ValueError, match="interval"):
+        prometheus.MultiprocessPublisher(interval=0)

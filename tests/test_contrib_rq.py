@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Queue
 
-pytest.importorskip("rq")
-
-from rq import Queue  # noqa: E402
-
-import redispool  # noqa: E402
-from redispool._server import RedisServer  # noqa: E402
-from redispool.contrib import rq as rp_rq  # noqa: E402
-from tests.support import private_server, wait_until  # noqa: E402
+import redispool
+from redispool._server import RedisServer
+from redispool.contrib import rq as rp_rq
+from tests.support import private_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 4

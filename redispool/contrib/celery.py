@@ -37,8 +37,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from celery import signals
-from celery.backends.redis import RedisBackend as _CeleryRedisBackend
+from celery import signals  # type: ignore[import-untyped,unused-ignore]
+from celery.backends.redis import (  # type: ignore[import-untyped,unused-ignore]
+    RedisBackend as _CeleryRedisBackend,
+)
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -52,7 +54,7 @@ OPTIONS_KEY = "redispool"  # the transport-options entry holding redispool's own
 # Per-instance identification that must not split one pool into many.
 _NOT_IDENTITY = ("driver_info", "lib_name", "lib_version")
 
-_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+_channels: weakref.WeakSet[Any] = weakref.WeakSet()  # every live Channel
 _aware_classes: dict[type, type] = {}
 
 
@@ -61,7 +63,9 @@ def _pool_options(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(f"{where}[{OPTIONS_KEY!r}] must be a dict of pool options, not {type(value).__name__}")
+        raise TypeError(
+            f"{where}[{OPTIONS_KEY!r}] must be a dict of pool options, not {type(value).__name__}"
+        )
     unknown = sorted(set(value) - OPTION_NAMES - {"client_name"})
     if unknown:
         raise ValueError(
@@ -81,7 +85,7 @@ def _make_pool(params: dict[str, Any], options: Mapping[str, Any]) -> Connection
     return shared_pool(key, lambda: ConnectionPool(**params))
 
 
-def _channel_aware(base: type) -> type:
+def _channel_aware(base: type[Any]) -> type:
     """``base`` whose ``disconnect()`` tells the channel polling it, as kombu's per-channel
     class does. One class serves every channel, so channels can share a pool."""
     made = _aware_classes.get(base)
@@ -99,24 +103,27 @@ def _channel_aware(base: type) -> type:
     return made
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(kombu_redis.Channel):  # type: ignore[misc,unused-ignore]
     """kombu's Redis channel, drawing every connection from the process's shared pool.
 
     kombu pins one connection per consuming channel for ``BRPOP`` and one for fanout
     ``SUBSCRIBE``; they count against ``max_connections`` like every other.
     """
 
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, OPTIONS_KEY)
+    from_transport_options = (  # type: ignore[assignment,unused-ignore]
+        *kombu_redis.Channel.from_transport_options,
+        OPTIONS_KEY,
+    )
     redispool: Mapping[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _channels.add(self)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
     def _get_pool(self, asynchronous: bool = False) -> ConnectionPool:
         # Always the plain parameters: kombu's asynchronous variant makes a class per
         # channel, which would give every channel a pool of its own.
-        params = self._connparams(asynchronous=False)
+        params: dict[str, Any] = self._connparams(asynchronous=False)  # type: ignore[no-untyped-call,unused-ignore]
         self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
         params["connection_class"] = _channel_aware(params["connection_class"])
         return _make_pool(params, _pool_options(self.redispool, "broker_transport_options"))
@@ -127,7 +134,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         if connection is self._in_poll or connection is self._in_listen:
             return True
-        return any(getattr(self.__dict__.get(a), "connection", None) is connection for a in ("client", "subclient"))
+        return any(
+            getattr(self.__dict__.get(a), "connection", None) is connection for a in ("client", "subclient")
+        )
 
     def _disconnect_pools(self) -> None:
         # kombu disconnects its private pool here; ours is shared, so only this
@@ -139,7 +148,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         for attr in ("client", "subclient"):
             client = self.__dict__.get(attr)
             connection = getattr(client, "connection", None)
-            if connection is not None:
+            if client is not None and connection is not None:
                 client.connection = None
                 connection.disconnect()
                 pool.release(connection)
@@ -151,14 +160,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self.__dict__.pop(attr, None)
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):  # type: ignore[misc,unused-ignore]
     """kombu's Redis transport with :class:`Channel`; URL scheme ``redispool://``."""
 
     Channel = Channel
     driver_name = "redispool"
 
 
-class RedisBackend(_CeleryRedisBackend):  # type: ignore[misc]
+class RedisBackend(_CeleryRedisBackend):  # type: ignore[misc,unused-ignore]
     """Celery's Redis result backend on the process's shared redispool pool.
 
     Celery makes a backend per thread; they all share one pool per setting.

@@ -14,19 +14,24 @@ holding ``pool.name`` (host:port/db unless named; never credentials), plus
 
 Pools are held weakly: a pool that is garbage-collected drops out of the scrape. Two live
 pools with the same name in one collector are refused, since their series would collide;
-give them distinct ``name=`` options. A custom collector such as this one is not supported
-by prometheus_client's multiprocess mode: under gunicorn each worker exposes its own pool.
+give them distinct ``name=`` options.
+
+Under gunicorn (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), a
+custom collector cannot be merged across workers: call :func:`register_multiprocess`
+instead, and one scrape shows the whole app. See docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
@@ -35,7 +40,14 @@ from .._pool import ConnectionPool
 from .._stats import COUNTERS
 from ._pools import WeakPools
 
-__all__ = ["DEFAULT_BUCKETS", "PoolCollector", "register", "unregister"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "MultiprocessPublisher",
+    "PoolCollector",
+    "register",
+    "register_multiprocess",
+    "unregister",
+]
 
 # Acquire times from well under a millisecond (an idle connection) to the default 5 s timeout.
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -265,3 +277,153 @@ def unregister(pool: ConnectionPool, registry: CollectorRegistry | None = None) 
         collector = _registered.get(REGISTRY if registry is None else registry)
     if collector is not None:
         collector.remove(pool)
+
+
+# ------------------------------------------------------------------ multiprocess mode
+
+# How prometheus_client's multiprocess collector merges a gauge over the processes:
+# sizes add up over the live workers; a flag or a longest-wait takes the worst one.
+# Dead workers' gauges are dropped by mark_process_dead(); their counters stay summed,
+# since a counter must never go down.
+_GAUGE_MODES: dict[str, Literal["livesum", "livemax"]] = {
+    "redispool_failing_fast": "livemax",
+    "redispool_wait_max_seconds": "livemax",
+}
+
+
+@dataclasses.dataclass
+class _Published:
+    name: str
+    sent: dict[str, float]  # counter values already added to this process's files
+
+
+class MultiprocessPublisher:
+    """Writes pools' stats into prometheus_client's multiprocess files (one per process).
+
+    Use it when ``PROMETHEUS_MULTIPROC_DIR`` is set, as under gunicorn: a custom collector
+    cannot be merged across processes, so each process publishes its pools' ``stats()``
+    as ordinary ``Gauge``/``Counter``/``Histogram`` values, and any worker's
+    ``MultiProcessCollector`` scrape shows the sum over all workers. Values are published
+    on :meth:`add`, by :meth:`publish`, and every ``interval`` seconds by a daemon thread
+    (restarted in a forked child; ``None`` for no thread).
+    """
+
+    def __init__(self, *, interval: float | None = 1.0, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        if interval is not None and not interval > 0:
+            raise ValueError(f"interval must be greater than 0 or None, not {interval!r}")
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.interval = interval
+        self._Counter, self._Gauge = Counter, Gauge
+        self._pools: WeakPools[_Published] = WeakPools()
+        self._lock = threading.Lock()  # guards _metrics and each entry's sent
+        self._metrics: dict[str, Counter | Gauge] = {}
+        for spec in _SPECS:
+            self._metric(spec)
+        self._histogram = Histogram(
+            HISTOGRAM, _HISTOGRAM_DOC, [LABEL], registry=None, buckets=PoolCollector(buckets=buckets).buckets
+        )
+        self._thread: threading.Thread | None = None
+        _publishers.add(self)
+
+    def _metric(self, spec: _Spec) -> Any:
+        """The metric object of ``spec``'s family, made on first use.  Locked."""
+        metric = self._metrics.get(spec.metric)
+        if metric is None:
+            labels = [LABEL, spec.label[0]] if spec.label else [LABEL]
+            if spec.kind == "counter":
+                metric = self._Counter(spec.metric, spec.doc, labels, registry=None)
+            else:
+                mode = _GAUGE_MODES.get(spec.metric, "livesum")
+                metric = self._Gauge(spec.metric, spec.doc, labels, registry=None, multiprocess_mode=mode)
+            self._metrics[spec.metric] = metric
+        return metric
+
+    def add(self, pool: ConnectionPool) -> None:
+        """Publish ``pool`` from now on (and once right away); adding it again does nothing."""
+        entry = self._pools.add(pool, lambda others: _Published(pool.name, {}))
+        if entry is None:
+            return
+        pool.add_acquire_listener(self._histogram.labels(entry.name).observe)
+        self.publish()
+        self._start()
+
+    def publish(self) -> None:
+        """Write every pool's current ``stats()`` into this process's files now."""
+        rows = [(entry, pool.stats()) for pool, entry in self._pools.live()]
+        with self._lock:
+            for entry, stats in rows:
+                specs = list(_SPECS) + [_generic(k) for k in sorted(set(stats) - _MAPPED)]
+                for spec in specs:
+                    value = stats.get(spec.key)
+                    if not isinstance(value, (int, float)):
+                        continue
+                    labels = [entry.name, spec.label[1]] if spec.label else [entry.name]
+                    child = self._metric(spec).labels(*labels)
+                    if spec.kind == "gauge":
+                        child.set(float(value))
+                        continue
+                    delta = float(value) - entry.sent.get(spec.key, 0.0)
+                    if delta > 0:
+                        child.inc(delta)
+                        entry.sent[spec.key] = float(value)
+
+    def _start(self) -> None:
+        if self.interval is None or (self._thread is not None and self._thread.is_alive()):
+            return
+        interval = self.interval
+        ref = weakref.ref(self)
+
+        def run() -> None:
+            while True:
+                time.sleep(interval)  # a publishing period, not a synchronisation
+                publisher = ref()
+                if publisher is None:
+                    return
+                try:
+                    publisher.publish()
+                except Exception:  # never let a metrics thread die on one bad pool
+                    logging.getLogger("redispool").debug("publishing metrics failed", exc_info=True)
+                del publisher
+
+        self._thread = threading.Thread(target=run, name="redispool-prometheus", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # The child's pools start from zero and its values go to files of its own pid.
+        self._lock = threading.Lock()
+        for _, entry in self._pools.live():
+            entry.sent.clear()
+        self._thread = None
+        if self._pools.live():
+            self._start()
+
+
+_publishers: weakref.WeakSet[MultiprocessPublisher] = weakref.WeakSet()
+_default_publisher: MultiprocessPublisher | None = None
+
+
+def _publishers_after_fork() -> None:
+    for publisher in list(_publishers):
+        publisher._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_publishers_after_fork)
+
+
+def register_multiprocess(pool: ConnectionPool, *, interval: float | None = 1.0) -> MultiprocessPublisher:
+    """Publish ``pool`` for prometheus_client's multiprocess mode; returns the publisher.
+
+    The first call makes one process-wide :class:`MultiprocessPublisher` (``interval``
+    applies then). ``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus_client is
+    first imported, as its documentation says; expose the metrics with
+    ``prometheus_client.multiprocess.MultiProcessCollector``.
+    """
+    global _default_publisher
+    with _registered_lock:
+        if _default_publisher is None:
+            _default_publisher = MultiprocessPublisher(interval=interval)
+        publisher = _default_publisher
+    publisher.add(pool)
+    return publisher
