@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
+from kombu.exceptions import VersionMismatch
+from kombu.transport import redis as kombu_redis
 
 import redispool
 from redispool._server import RedisServer
@@ -27,6 +30,20 @@ from tests import celery_app
 from tests.support import private_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _kombu_refusal() -> str:
+    """Why kombu's Redis transport refuses this redis-py (kombu >= 5.5 wants 6.1+), or ''."""
+    try:
+        kombu_redis.Channel._get_client(types.SimpleNamespace(global_keyprefix=""))
+    except VersionMismatch as error:
+        return str(error)
+    return ""
+
+
+# An incompatibility of the installed kombu with the installed redis-py (CI's redis-py
+# 5.x run), not a missing prerequisite: the broker tests cannot run there at all.
+needs_kombu_redis = pytest.mark.skipif(bool(_kombu_refusal()), reason=_kombu_refusal() or "-")
 TASK = "tests.celery_app.whoami"
 N = 24
 
@@ -96,6 +113,7 @@ def _worker_names(peak: collections.Counter[str]) -> dict[str, int]:
     return {name: n for name, n in peak.items() if not name.endswith(f"-{mine}")}
 
 
+@needs_kombu_redis
 @pytest.mark.slow
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_worker_on_bounded_pools(
