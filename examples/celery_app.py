@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-import redispool.contrib.celery  # noqa: F401  (registers the redispool:// transport)
+import redispool.contrib.celery  # registers the redispool:// transport
 
 BROKER_MAX, RESULT_MAX = 8, 4
 
