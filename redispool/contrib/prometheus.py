@@ -163,6 +163,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_histograms_in_child)
 
 
+def _checked_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    """Histogram upper bounds without +Inf; ``ValueError`` unless strictly increasing."""
+    if list(buckets) != sorted(set(buckets)) or not buckets:
+        raise ValueError("buckets must be a non-empty, strictly increasing sequence")
+    return tuple(float(b) for b in buckets if b != float("inf"))
+
+
 @dataclasses.dataclass
 class _Entry:
     name: str
@@ -177,9 +184,7 @@ class PoolCollector(Collector):
     """
 
     def __init__(self, pools: Iterable[ConnectionPool] = (), *, buckets: Sequence[float] = DEFAULT_BUCKETS):
-        if list(buckets) != sorted(set(buckets)) or not buckets:
-            raise ValueError("buckets must be a non-empty, strictly increasing sequence")
-        self.buckets = tuple(float(b) for b in buckets if b != float("inf"))
+        self.buckets = _checked_buckets(buckets)
         self._pools: WeakPools[_Entry] = WeakPools()
         for pool in pools:
             self.add(pool)
@@ -321,7 +326,7 @@ class MultiprocessPublisher:
         for spec in _SPECS:
             self._metric(spec)
         self._histogram = Histogram(
-            HISTOGRAM, _HISTOGRAM_DOC, [LABEL], registry=None, buckets=PoolCollector(buckets=buckets).buckets
+            HISTOGRAM, _HISTOGRAM_DOC, [LABEL], registry=None, buckets=_checked_buckets(buckets)
         )
         self._thread: threading.Thread | None = None
         _publishers.add(self)
@@ -391,7 +396,9 @@ class MultiprocessPublisher:
 
     def _after_fork(self) -> None:
         # The child's pools start from zero and its values go to files of its own pid.
+        # Locks another thread held at fork() stay held here: replace them first.
         self._lock = threading.Lock()
+        self._pools.lock = threading.Lock()
         for _, entry in self._pools.live():
             entry.sent.clear()
         self._thread = None
