@@ -41,6 +41,7 @@ def test_worker_runs_jobs_on_a_bounded_pool(server: RedisServer, tmp_path: Path)
     assert rp_rq.Redis.from_url(url).connection_pool is connection.connection_pool  # one pool per URL
     queue = Queue("rp", connection=connection)
     jobs = [queue.enqueue("tests.rq_jobs.whoami", n) for n in range(N)]
+    filler = queue.enqueue("tests.rq_jobs.fill_pool")
 
     watcher = redis.Redis(port=server.port)
     peak: collections.Counter[str] = collections.Counter()
@@ -74,6 +75,10 @@ def test_worker_runs_jobs_on_a_bounded_pool(server: RedisServer, tmp_path: Path)
     for _, pid, name in (r for r in results if r):
         # The horse talked over a connection it opened itself: named after its own pid.
         assert name == f"rp-rq-{pid}"
+    # In a horse, the pool gives out exactly max_connections and refuses one more.
+    filler_pid, held, refused = filler.return_value(refresh=True)
+    assert held == BOUND and "none free" in refused, (held, refused)
+    assert filler_pid not in (worker.pid, os.getpid())
     assert f"rp-rq-{worker.pid}" in peak
     for name, count in peak.items():
         assert count <= BOUND, f"{name} held {count} connections; bound {BOUND}: {dict(peak)}"
