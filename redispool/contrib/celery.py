@@ -163,8 +163,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc,unused-ignore]
 class Transport(kombu_redis.Transport):  # type: ignore[misc,unused-ignore]
     """kombu's Redis transport with :class:`Channel`; URL scheme ``redispool://``."""
 
-    Channel = Channel
-    driver_name = "redispool"
+    Channel = Channel  # driver_type stays "redis": Celery keys Redis-only behaviour on it
 
 
 class RedisBackend(_CeleryRedisBackend):  # type: ignore[misc,unused-ignore]
