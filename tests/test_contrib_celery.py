@@ -192,3 +192,29 @@ def test_backends_of_many_threads_share_one_pool(aof_server: RedisServer, client
     pool = pools[0]
     assert isinstance(pool, redispool.ConnectionPool)
     assert pool.max_connections == celery_app.RESULT_MAX
+
+
+@needs_kombu_redis
+def test_channels_share_one_pool_and_give_pinned_connections_back(own_server: RedisServer) -> None:
+    # kombu directly, in this process: two connections' channels, one pool; a consumer
+    # pins a connection for BRPOP, and closing its channel hands it back.
+    from kombu import Connection
+
+    url = f"redispool://127.0.0.1:{own_server.port}/3"
+    options = {"max_connections": 3, "redispool": {"timeout": 5, "name": "kombu-test"}}
+    with Connection(url, transport_options=options) as one, Connection(url, transport_options=options) as two:
+        queue_one, queue_two = one.SimpleQueue("rp-kombu"), two.SimpleQueue("rp-kombu")
+        queue_one.put({"n": 1})
+        message = queue_two.get(timeout=10)  # BRPOP on a pinned connection
+        assert message.payload == {"n": 1}
+        message.ack()
+        pool = queue_two.channel.pool
+        assert queue_one.channel.pool is pool
+        assert isinstance(pool, redispool.ConnectionPool) and pool.max_connections == 3
+        assert pool.stats()["in_use"] >= 1  # the pinned BRPOP connection
+        queue_one.close()
+        queue_two.close()
+    stats = pool.stats()
+    assert stats["in_use"] == 0, stats  # every pinned connection came back
+    assert stats["size"] <= 3
+    pool.close()
