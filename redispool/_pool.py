@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
-from redis.connection import Connection, parse_url
+from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _connect, _health, _lifecycle, _tracking
 from ._maintenance import maintainer
 from ._meta import Meta, Waiter, borrow_stack, reclaimer
-from ._options import PoolOptions, split_options, unknown_query_message
+from ._options import PoolOptions, check_keywords, from_url_keywords, split_options
 from ._stats import ConnectionInfo, Counters
 from .errors import PoolClosed, PoolTimeout, ServerUnavailable, TooManyWaiters
 
@@ -95,6 +95,7 @@ class ConnectionPool(redis.ConnectionPool):
             # BlockingConnectionPool's knob: a FIFO queue means round-robin use.
             own["idle_order"] = "lifo" if issubclass(queue_class, queue.LifoQueue) else "fifo"
         self._options = PoolOptions.from_kwargs(own)
+        check_keywords(connection_class, kwargs)
         self._ready = False
         super().__init__(connection_class, self._options.max_connections, **kwargs)
         # redis-py 5.x makes a plain Lock; external code re-enters it (cluster, GC).
@@ -138,17 +139,7 @@ class ConnectionPool(redis.ConnectionPool):
         an unknown one raises ``ValueError``. URL values win over keywords, except an
         explicit ``connection_class``, as in redis-py.
         """
-        url_options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-        own_keys = set(split_options(dict(url_options)))
-        connection_class = kwargs.get("connection_class", url_options.get("connection_class", Connection))
-        known = _connection_parameters(connection_class)
-        for key in url_options:
-            if known and key not in own_keys and key not in known and key != "connection_class":
-                raise ValueError(unknown_query_message(key, known))
-        if "connection_class" in kwargs:
-            url_options["connection_class"] = kwargs["connection_class"]
-        kwargs.update(url_options)
-        return cls(**kwargs)
+        return cls(**from_url_keywords(url, kwargs))
 
     def reset(self) -> None:
         """Forget every connection: idle ones are closed now, borrowed ones on return.
@@ -184,7 +175,8 @@ class ConnectionPool(redis.ConnectionPool):
         )
         cls = self.connection_class
         conn = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)}"
-        return f"<{type(self).__module__}.{type(self).__name__}(<{conn}({kwargs})>) [{self.name} | {state}]>"
+        # redis-py's shape, ending in the connection's repr and ")>": code parses it.
+        return f"<{type(self).__module__}.{type(self).__name__}[{self.name}: {state}](<{conn}({kwargs})>)>"
 
     def __del__(self) -> None:
         pass  # idle connections close themselves when collected
@@ -509,7 +501,7 @@ class ConnectionPool(redis.ConnectionPool):
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
         meta: Meta = conn._rp_meta
-        _remember_socket(meta, (meta.real or conn)._sock)
+        _remember_socket(meta, _health.socket_of(conn))
         state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
@@ -587,7 +579,7 @@ class ConnectionPool(redis.ConnectionPool):
                 self._connecting -= 1
                 self._serve_slots()
             raise
-        _remember_socket(conn._rp_meta, _tracking.inner(conn)._sock)
+        _remember_socket(conn._rp_meta, _health.socket_of(conn))
         with self._lock:
             self._connecting -= 1
             self._counters.connects += 1
@@ -695,7 +687,7 @@ class ConnectionPool(redis.ConnectionPool):
         """Why a returned connection must be closed, or None to keep it.  Locked."""
         counters = self._counters
         real = meta.real or conn
-        if real._sock is None:
+        if getattr(real, "_sock", True) is None:  # a class without _sock cannot tell: kept
             counters.returned_disconnected += 1
             return "disconnected"
         pending = getattr(real, "_rp_pending", 0)
@@ -925,9 +917,13 @@ def _remember_socket(meta: Meta, sock: Any) -> None:
 
 def _quiet_disconnect(conn: Any) -> None:
     try:
-        conn.disconnect()
+        getattr(conn, "disconnect", _nothing)()
     except Exception:
         log.debug("error while closing a connection", exc_info=True)
+
+
+def _nothing() -> None:
+    pass  # the "disconnect" of a connection class that has none (a test double)
 
 
 def _connection_parameters(connection_class: Any) -> set[str]:
