@@ -28,17 +28,12 @@ from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _connect, _health, _lifecycle, _tracking
+from . import _connect, _events, _health, _lifecycle, _tracking
 from ._maintenance import maintainer
 from ._meta import Meta, Waiter, borrow_stack, reclaimer
 from ._options import PoolOptions, check_keywords, from_url_keywords, split_options
 from ._stats import ConnectionInfo, Counters
 from .errors import PoolClosed, PoolTimeout, ServerUnavailable, TooManyWaiters
-
-try:  # redis-py >= 5.3
-    from redis.event import AfterConnectionReleasedEvent
-except ImportError:  # pragma: no cover - depends on the installed redis-py
-    AfterConnectionReleasedEvent = None  # type: ignore[assignment,misc]
 
 try:  # redis-py >= 5.1: client-side caching
     from redis.connection import CacheProxyConnection
@@ -106,6 +101,7 @@ class ConnectionPool(redis.ConnectionPool):
         self._token = object()  # identifies connections made by this pool object
         self._counters = Counters()
         self._circuit = _connect.Circuit(self._options.fail_fast_after)
+        self._release_events = _events.watch(self)  # kept current by _events
         self._registered = False
         self._shut = False
         self._acquire_listeners: tuple[Callable[[float], None], ...] = ()
@@ -645,6 +641,8 @@ class ConnectionPool(redis.ConnectionPool):
         meta = getattr(conn, "_rp_meta", None)
         if meta is None or meta.owner is not self._token:
             return  # not made by this pool
+        if self._release_events:  # someone listens for AfterConnectionReleasedEvent
+            _events.before_return(self, conn, meta)
         reason = None
         me = threading.current_thread()
         with self._lock:  # critical section: in-use set and handoff
@@ -668,19 +666,7 @@ class ConnectionPool(redis.ConnectionPool):
                     self._put(conn)
                 else:
                     self._serve_slots()
-        if reason is None:
-            dispatcher: Any = getattr(self, "_event_dispatcher", None)
-            # redis-py dispatches this on every release so that a streaming-credential
-            # token received while the connection was busy gets applied (re_auth). Only
-            # do it when such a token is pending: the dispatch costs more than the pool.
-            if (
-                dispatcher is not None
-                and AfterConnectionReleasedEvent is not None
-                and getattr(meta.real or conn, "_re_auth_token", None) is not None
-            ):
-                # Applies pending streaming-credential re-auth (redis-py >= 5.3).
-                dispatcher.dispatch(AfterConnectionReleasedEvent(conn))  # type: ignore[no-untyped-call]
-        else:
+        if reason is not None:
             self._close(conn, reason)
 
     def _return_verdict(self, conn: Any, meta: Meta, now: float) -> str | None:
