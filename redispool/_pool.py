@@ -497,7 +497,7 @@ class ConnectionPool(redis.ConnectionPool):
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
         meta: Meta = conn._rp_meta
-        _remember_socket(meta, _health.socket_of(conn))
+        _remember_socket(meta, getattr(meta.real or conn, "_sock", None))
         state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
