@@ -148,9 +148,8 @@ def test_on_connect_override_is_called_exactly_when_redis_py_calls_it(
     redis_url: str, make_pool: PoolFactory
 ) -> None:
     NotesOnConnect.called = False
-    theirs = redis.ConnectionPool(connection_class=NotesOnConnect, **_address(redis_url))
-    conn = theirs.get_connection()
-    theirs.release(conn)
+    theirs = NotesOnConnect(**_address(redis_url))  # what redis-py's pool does: connect()
+    theirs.connect()
     theirs.disconnect()
     redis_py_calls_it = NotesOnConnect.called
     NotesOnConnect.called = False
