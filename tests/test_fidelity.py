@@ -21,7 +21,7 @@ import redispool
 from redispool import _events
 from redispool._server import RedisServer
 
-from .support import missing, wait_until
+from .support import wait_until
 
 try:  # redis-py >= 5.3
     from redis.event import AfterConnectionReleasedEvent, EventDispatcher, EventListenerInterface
@@ -311,9 +311,14 @@ def test_max_connections_wording_from_url_and_resize() -> None:
 # ---------------------------------------------------------------- 5. release events
 
 
-def _need_events() -> None:
-    if AfterConnectionReleasedEvent is None:
-        missing("redis-py < 5.3 has no redis.event")
+# Version features, not missing prerequisites: redis-py < 5.3 has no redis.event, and
+# 5.3's dispatcher has only its built-in listeners (no register_listeners).
+needs_events = pytest.mark.skipif(
+    AfterConnectionReleasedEvent is None, reason="redis-py < 5.3: no redis.event"
+)
+needs_listeners = pytest.mark.skipif(
+    not hasattr(EventDispatcher, "register_listeners"), reason="this redis-py has no register_listeners"
+)
 
 
 class Recorder(EventListenerInterface):  # type: ignore[misc]
@@ -324,8 +329,8 @@ class Recorder(EventListenerInterface):  # type: ignore[misc]
         self.seen.append(event.connection)
 
 
+@needs_listeners
 def test_a_registered_listener_sees_every_release(redis_url: str, make_pool: PoolFactory) -> None:
-    _need_events()
     pool = make_pool(redis_url, max_connections=2)
     assert pool._release_events == _events.NEVER  # redis-py's own re-auth listener alone
     recorder = Recorder()
@@ -346,8 +351,8 @@ def test_a_registered_listener_sees_every_release(redis_url: str, make_pool: Poo
         assert len(recorder.seen) == 7
 
 
+@needs_listeners
 def test_listeners_given_at_construction_and_shared_dispatchers(make_pool: PoolFactory) -> None:
-    _need_events()
     recorder = Recorder()
     dispatcher = EventDispatcher(event_listeners={AfterConnectionReleasedEvent: [recorder]})
     early = make_pool(event_dispatcher=dispatcher)
@@ -364,8 +369,8 @@ class Failing(EventListenerInterface):  # type: ignore[misc]
         raise redis.AuthenticationError("re-auth refused by the test")
 
 
+@needs_listeners
 def test_a_failing_listener_never_breaks_release(redis_url: str, make_pool: PoolFactory) -> None:
-    _need_events()
     pool = make_pool(redis_url)
     pool._event_dispatcher.register_listeners({AfterConnectionReleasedEvent: [Failing()]})
     conn = pool.acquire()
@@ -387,8 +392,8 @@ class Token:
         return self.password
 
 
+@needs_events
 def test_re_authentication_on_release(own_server: RedisServer, make_pool: PoolFactory) -> None:
-    _need_events()
     from redis.credentials import StreamingCredentialProvider
 
     class Streaming(StreamingCredentialProvider):  # type: ignore[misc]
