@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import socket
@@ -12,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import tenacity
-from redis.connection import AbstractConnection
+from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ._tracking import inner
 from .errors import PoolError, PoolTimeout
@@ -128,50 +128,57 @@ class Circuit:
         return was_open
 
 
-def _accepts(method_name: str, parameter: str) -> bool:
-    method = getattr(AbstractConnection, method_name, None)
-    return method is not None and parameter in inspect.signature(method).parameters
-
-
-# redis-py 6.3 added retry_socket_connect; 6.0-6.2 have connect_check_health without it.
-_NO_SOCKET_RETRY = (
-    {"retry_socket_connect": False} if _accepts("connect_check_health", "retry_socket_connect") else {}
-)
+# Swapped in for the connection's own Retry while it connects: redis-py's connect()
+# retries with backoff (8.x: 3 times, up to 10 s apart), which would blow the acquire
+# deadline and hide every failure from the pool's own backoff and circuit.
+_ONE_TRY = Retry(NoBackoff(), 0)
+_ABSENT = object()
 
 
 def connect_within(conn: Any, deadline: float | None) -> None:
-    """Connect ``conn`` once, bounding the TCP connect and the handshake by ``deadline``.
+    """Connect ``conn`` once through its own ``connect()``, bounded by ``deadline``.
 
-    redis-py's own connect retries (8.x) are bypassed: the pool's backoff owns retries.
+    ``connect()`` is what runs, so a subclass's override (an instrumented class, a test
+    double) is always called. The TCP connect and the handshake are bounded by the time
+    left; redis-py's own connect retries are switched off for the call, so the pool's
+    backoff owns retries and sees every failure.
     """
     real = inner(conn)
-    saved_connect = getattr(real, "socket_connect_timeout", None)
-    saved_read = getattr(real, "socket_timeout", None)
+    saved_connect = getattr(real, "socket_connect_timeout", _ABSENT)
+    saved_read = getattr(real, "socket_timeout", _ABSENT)
+    saved_retry = getattr(real, "retry", _ABSENT)
     if deadline is not None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PoolTimeout("the acquire deadline passed before a connection could be opened")
-        real.socket_connect_timeout = _smaller(saved_connect, remaining)
-        real.socket_timeout = _smaller(saved_read, remaining)
+        if saved_connect is not _ABSENT:
+            real.socket_connect_timeout = _smaller(saved_connect, remaining)
+        if saved_read is not _ABSENT:
+            real.socket_timeout = _smaller(saved_read, remaining)
+    if saved_retry is not _ABSENT:
+        real.retry = _ONE_TRY
     try:
-        if conn is real and hasattr(real, "connect_check_health"):
-            real.connect_check_health(check_health=True, **_NO_SOCKET_RETRY)
-        else:
-            conn.connect()
+        conn.connect()
     except TimeoutError:
-        real.disconnect()
+        disconnect = getattr(real, "disconnect", None)
+        if disconnect is not None:
+            disconnect()
         raise RedisTimeoutError("Timeout connecting to server") from None
     finally:
+        if saved_retry is not _ABSENT:
+            real.retry = saved_retry
         if deadline is not None:
-            real.socket_connect_timeout = saved_connect
-            real.socket_timeout = saved_read
-            sock = getattr(real, "_sock", None)
-            if isinstance(sock, socket.socket):
-                sock.settimeout(saved_read)
+            if saved_connect is not _ABSENT:
+                real.socket_connect_timeout = saved_connect
+            if saved_read is not _ABSENT:
+                real.socket_timeout = saved_read
+                sock = getattr(real, "_sock", None)
+                if isinstance(sock, socket.socket):
+                    sock.settimeout(saved_read)  # type: ignore[arg-type]
 
 
-def _smaller(configured: float | None, remaining: float) -> float:
-    return remaining if configured is None else min(configured, remaining)
+def _smaller(configured: Any, remaining: float) -> float:
+    return remaining if configured is None else min(float(configured), remaining)
 
 
 def open_with_backoff(

@@ -18,8 +18,18 @@ Probe = Literal["ok", "closed", "eof", "data", "error"]
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
+# What ``_sock`` reads as on a connection class that has none (redis-py's test doubles):
+# there is no socket to look at, so there is nothing to probe or PING.
+NO_SOCKET_ATTRIBUTE: Any = object()
+
+
 def socket_of(conn: Any) -> Any:
+    """The connection's socket, or None (not connected, or a class without ``_sock``)."""
     return getattr(inner(conn), "_sock", None)
+
+
+def has_socket_attribute(conn: Any) -> bool:
+    return getattr(inner(conn), "_sock", NO_SOCKET_ATTRIBUTE) is not NO_SOCKET_ATTRIBUTE
 
 
 def probe(conn: Any, poller: Any = None) -> Probe:
@@ -28,11 +38,14 @@ def probe(conn: Any, poller: Any = None) -> Probe:
     ``ok``: connected and nothing pending. ``closed``: never connected or already
     disconnected. ``eof``: the server closed it. ``data``: bytes nobody asked for are
     waiting (a reply left unread, or an error the server sent before closing).
-    ``error``: the socket reports a failure (reset, broken pipe).
+    ``error``: the socket reports a failure (reset, broken pipe). A connection class
+    without a ``_sock`` attribute has nothing to look at: ``ok``.
     """
-    sock = socket_of(conn)
+    sock = getattr(inner(conn), "_sock", NO_SOCKET_ATTRIBUTE)
     if sock is None:
         return "closed"
+    if sock is NO_SOCKET_ATTRIBUTE:
+        return "ok"
     if isinstance(sock, ssl.SSLSocket):
         return _probe_tls(sock)
     if not isinstance(sock, socket.socket):
@@ -87,9 +100,12 @@ def ping(conn: Any, timeout: float) -> None:
     """Send PING and wait at most ``timeout`` seconds for PONG.
 
     Raises :class:`redis.exceptions.ConnectionError` or ``TimeoutError`` on failure;
-    the connection is left disconnected then.
+    the connection is left disconnected then. A connection class without a ``_sock``
+    attribute is not pinged: there is no socket to check.
     """
     real = inner(conn)
+    if not has_socket_attribute(real):
+        return
     sock = socket_of(conn)
     original = getattr(real, "socket_timeout", None)
     bounded = isinstance(sock, socket.socket)

@@ -24,21 +24,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
-from redis.connection import Connection, parse_url
+from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _connect, _health, _lifecycle, _tracking
+from . import _connect, _events, _health, _lifecycle, _tracking
 from ._maintenance import maintainer
 from ._meta import Meta, Waiter, borrow_stack, reclaimer
-from ._options import PoolOptions, split_options, unknown_query_message
+from ._options import PoolOptions, check_keywords, from_url_keywords, split_options
 from ._stats import ConnectionInfo, Counters
 from .errors import PoolClosed, PoolTimeout, ServerUnavailable, TooManyWaiters
-
-try:  # redis-py >= 5.3
-    from redis.event import AfterConnectionReleasedEvent
-except ImportError:  # pragma: no cover - depends on the installed redis-py
-    AfterConnectionReleasedEvent = None  # type: ignore[assignment,misc]
 
 try:  # redis-py >= 5.1: client-side caching
     from redis.connection import CacheProxyConnection
@@ -95,6 +90,7 @@ class ConnectionPool(redis.ConnectionPool):
             # BlockingConnectionPool's knob: a FIFO queue means round-robin use.
             own["idle_order"] = "lifo" if issubclass(queue_class, queue.LifoQueue) else "fifo"
         self._options = PoolOptions.from_kwargs(own)
+        check_keywords(connection_class, kwargs)
         self._ready = False
         super().__init__(connection_class, self._options.max_connections, **kwargs)
         # redis-py 5.x makes a plain Lock; external code re-enters it (cluster, GC).
@@ -105,6 +101,7 @@ class ConnectionPool(redis.ConnectionPool):
         self._token = object()  # identifies connections made by this pool object
         self._counters = Counters()
         self._circuit = _connect.Circuit(self._options.fail_fast_after)
+        self._release_events = _events.watch(self)  # kept current by _events
         self._registered = False
         self._shut = False
         self._acquire_listeners: tuple[Callable[[float], None], ...] = ()
@@ -138,17 +135,7 @@ class ConnectionPool(redis.ConnectionPool):
         an unknown one raises ``ValueError``. URL values win over keywords, except an
         explicit ``connection_class``, as in redis-py.
         """
-        url_options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-        own_keys = set(split_options(dict(url_options)))
-        connection_class = kwargs.get("connection_class", url_options.get("connection_class", Connection))
-        known = _connection_parameters(connection_class)
-        for key in url_options:
-            if known and key not in own_keys and key not in known and key != "connection_class":
-                raise ValueError(unknown_query_message(key, known))
-        if "connection_class" in kwargs:
-            url_options["connection_class"] = kwargs["connection_class"]
-        kwargs.update(url_options)
-        return cls(**kwargs)
+        return cls(**from_url_keywords(url, kwargs))
 
     def reset(self) -> None:
         """Forget every connection: idle ones are closed now, borrowed ones on return.
@@ -184,7 +171,8 @@ class ConnectionPool(redis.ConnectionPool):
         )
         cls = self.connection_class
         conn = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__name__', cls)}"
-        return f"<{type(self).__module__}.{type(self).__name__}(<{conn}({kwargs})>) [{self.name} | {state}]>"
+        # redis-py's shape, ending in the connection's repr and ")>": code parses it.
+        return f"<{type(self).__module__}.{type(self).__name__}[{self.name}: {state}](<{conn}({kwargs})>)>"
 
     def __del__(self) -> None:
         pass  # idle connections close themselves when collected
@@ -509,7 +497,7 @@ class ConnectionPool(redis.ConnectionPool):
     def _check_out(self, conn: Any) -> str | None:
         """Health-check an idle connection outside the lock; return why it is unusable."""
         meta: Meta = conn._rp_meta
-        _remember_socket(meta, (meta.real or conn)._sock)
+        _remember_socket(meta, getattr(meta.real or conn, "_sock", None))
         state = _health.probe(conn, meta.poller)
         if state != "ok":
             with self._lock:
@@ -587,7 +575,7 @@ class ConnectionPool(redis.ConnectionPool):
                 self._connecting -= 1
                 self._serve_slots()
             raise
-        _remember_socket(conn._rp_meta, _tracking.inner(conn)._sock)
+        _remember_socket(conn._rp_meta, _health.socket_of(conn))
         with self._lock:
             self._connecting -= 1
             self._counters.connects += 1
@@ -653,6 +641,8 @@ class ConnectionPool(redis.ConnectionPool):
         meta = getattr(conn, "_rp_meta", None)
         if meta is None or meta.owner is not self._token:
             return  # not made by this pool
+        if self._release_events:  # someone listens for AfterConnectionReleasedEvent
+            _events.before_return(self, conn, meta)
         reason = None
         me = threading.current_thread()
         with self._lock:  # critical section: in-use set and handoff
@@ -676,26 +666,14 @@ class ConnectionPool(redis.ConnectionPool):
                     self._put(conn)
                 else:
                     self._serve_slots()
-        if reason is None:
-            dispatcher: Any = getattr(self, "_event_dispatcher", None)
-            # redis-py dispatches this on every release so that a streaming-credential
-            # token received while the connection was busy gets applied (re_auth). Only
-            # do it when such a token is pending: the dispatch costs more than the pool.
-            if (
-                dispatcher is not None
-                and AfterConnectionReleasedEvent is not None
-                and getattr(meta.real or conn, "_re_auth_token", None) is not None
-            ):
-                # Applies pending streaming-credential re-auth (redis-py >= 5.3).
-                dispatcher.dispatch(AfterConnectionReleasedEvent(conn))  # type: ignore[no-untyped-call]
-        else:
+        if reason is not None:
             self._close(conn, reason)
 
     def _return_verdict(self, conn: Any, meta: Meta, now: float) -> str | None:
         """Why a returned connection must be closed, or None to keep it.  Locked."""
         counters = self._counters
         real = meta.real or conn
-        if real._sock is None:
+        if getattr(real, "_sock", True) is None:  # a class without _sock cannot tell: kept
             counters.returned_disconnected += 1
             return "disconnected"
         pending = getattr(real, "_rp_pending", 0)
@@ -925,9 +903,13 @@ def _remember_socket(meta: Meta, sock: Any) -> None:
 
 def _quiet_disconnect(conn: Any) -> None:
     try:
-        conn.disconnect()
+        getattr(conn, "disconnect", _nothing)()
     except Exception:
         log.debug("error while closing a connection", exc_info=True)
+
+
+def _nothing() -> None:
+    pass  # the "disconnect" of a connection class that has none (a test double)
 
 
 def _connection_parameters(connection_class: Any) -> set[str]:
