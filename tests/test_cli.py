@@ -20,9 +20,10 @@ import pytest
 import redis
 
 import redispool
-from redispool import _candidates, _size
 from redispool._server import INSTALL_HINT, RedisServer, ServerNotFound, free_port
+from redispool.cli import candidates as _candidates
 from redispool.cli import main
+from redispool.cli import size as _size
 from tests.support import missing
 
 TINY = ["--ops", "40", "--rounds", "1", "--keys", "20", "--value-size", "16"]

@@ -20,7 +20,7 @@ import redis
 
 import redispool
 
-from ._options import OPTION_NAMES
+from .._options import OPTION_NAMES
 
 # Short names used on the command line, in the table and in the JSON output.
 REDIS_PY = "redis-py"

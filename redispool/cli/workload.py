@@ -2,7 +2,7 @@
 
 One *segment* runs one workload through one candidate pool with a fixed number of
 threads and returns raw samples: commands done, round-trip latencies, acquire waits
-(recorded by the wrappers :mod:`redispool._candidates` puts on every pool alike),
+(recorded by the wrappers :mod:`redispool.cli.candidates` puts on every pool alike),
 connections opened and errors.
 
 Edge behaviour: errors raised by commands (``PoolTimeout``, redis-py's "Too many
@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import redis
 
-from ._candidates import Counter, build_client, close_client, instrument, samples, split_url
+from .candidates import Counter, build_client, close_client, instrument, samples, split_url
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,10 +45,11 @@ import redis
 
 import redispool
 
-from . import _table, _workload
-from ._candidates import LABELS, REDIS_PY, checkout_cost
-from ._progress import Progress
-from ._workload import Control, Segment, Workload
+from . import table as _table
+from . import workload as _workload
+from .candidates import LABELS, REDIS_PY, checkout_cost
+from .progress import Progress
+from .workload import Control, Segment, Workload
 
 SCHEMA = "redispool-bench/1"
 

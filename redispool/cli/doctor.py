@@ -31,9 +31,9 @@ from redis.retry import Retry
 
 import redispool
 
-from . import _table
-from ._candidates import split_url
-from ._options import PoolOptions
+from .._options import PoolOptions
+from . import table as _table
+from .candidates import split_url
 
 CONNECT_TIMEOUT = 5.0
 

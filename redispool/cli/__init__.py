@@ -27,8 +27,12 @@ import redis
 
 import redispool
 
-from . import _bench, _candidates, _doctor, _size
-from ._argtypes import (
+from .._server import INSTALL_HINT, RedisServer, ServerNotFound
+from . import bench as _bench
+from . import candidates as _candidates
+from . import doctor as _doctor
+from . import size as _size
+from .argtypes import (
     candidate_list,
     fraction,
     int_list,
@@ -37,9 +41,8 @@ from ._argtypes import (
     positive_float,
     positive_int,
 )
-from ._progress import Progress
-from ._server import INSTALL_HINT, RedisServer, ServerNotFound
-from ._workload import Control, Workload
+from .progress import Progress
+from .workload import Control, Workload
 
 PROG = "redispool"
 
@@ -409,7 +412,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
