@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="checkout+return pairs for the pool-only cost; 0 skips it (50000)",
     )
+    bench.add_argument(
+        "--instruction-gets",
+        type=non_negative_int,
+        default=1000,
+        metavar="N",
+        help="GETs per path counted under valgrind's callgrind when valgrind is on PATH; 0 skips (1000)",
+    )
+    bench.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="leave out the raw-socket floor row (it runs only for redis:// URLs anyway)",
+    )
     _add_workload(bench)
     bench.set_defaults(func=_cmd_bench)
 
@@ -238,9 +251,10 @@ def _cmd_bench(args: argparse.Namespace, control: Control) -> int:
         rounds=args.rounds,
         candidates=args.candidates or tuple(_candidates.available_candidates()),
         pool_iterations=args.pool_iterations,
+        floor=args.floor,
+        instruction_gets=args.instruction_gets,
     )
-    runs = plan.rounds * len(plan.candidates) * (len(plan.threads) + (1 if plan.pool_iterations else 0))
-    progress = Progress(runs, quiet=args.quiet)
+    progress = Progress(_bench.steps(plan), quiet=args.quiet)
     with _target(args, progress) as (url, server):
         report = _bench.run(url, plan, control, progress, server)
     progress.finish()
