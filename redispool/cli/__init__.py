@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes sharing the server (1)",
     )
     doctor.add_argument("--pings", type=positive_int, default=10, metavar="N", help="PINGs to time (10)")
+    doctor.add_argument(
+        "--ops-per-sec",
+        type=positive_float,
+        metavar="N",
+        help="commands/s one process sends, for the pool-size estimate (default: the server's "
+        "current rate divided by --processes)",
+    )
     doctor.add_argument("--strict", action="store_true", help="exit 1 when any warning is found")
     doctor.set_defaults(func=_cmd_doctor)
     return parser
@@ -295,7 +302,7 @@ def _cmd_doctor(args: argparse.Namespace, control: Control) -> int:
         base, options = _doctor.pool_options(url, overrides)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    findings = _doctor.run(url, base, options, args.processes, args.pings, print)
+    findings = _doctor.run(url, base, options, args.processes, args.pings, print, args.ops_per_sec)
     if args.strict and any(f.level == "warn" for f in findings):
         return 1
     return 0
