@@ -403,6 +403,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
         text += f", {best['floor_ratio'] * 100:.0f}% of the floor's"
     if best["errors"]:
         text += f" (with {best['errors']} errors)"
+    failed = [r for r in pools if r["errors"] and r is not best]
+    if failed:
+        text += "; " + ", ".join(f"{r['label']} failed {r['errors']:,} commands" for r in failed)
+        text += " (ops/s counts successes only)"
     return text
 
 

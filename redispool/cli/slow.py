@@ -58,7 +58,8 @@ def read(client: redis.Redis) -> Load:
     except redis.ResponseError as error:
         load.slowlog_error = _refusal(error)
     try:
-        value = client.config_get("slowlog-log-slower-than").get("slowlog-log-slower-than")
+        config: Any = client.config_get("slowlog-log-slower-than")
+        value = config.get("slowlog-log-slower-than")
         micros = int(value) if value is not None else -1
         load.threshold = micros / 1e6 if micros >= 0 else None
     except (redis.ResponseError, ValueError):
@@ -70,7 +71,8 @@ def read(client: redis.Redis) -> Load:
             key=lambda s: s.mean,
             reverse=True,
         )
-        rate = client.info("stats").get("instantaneous_ops_per_sec")
+        info: Any = client.info("stats")
+        rate = info.get("instantaneous_ops_per_sec")
         load.ops_per_sec = float(rate) if rate is not None else None
     except redis.ResponseError as error:
         load.stats_error = _refusal(error)
