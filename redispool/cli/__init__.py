@@ -9,6 +9,12 @@ not name, and on a named server they only write keys under a unique
 Exit status: 0 success; 1 the server is unreachable, refuses AUTH, no redis-server
 can be found, or (``doctor --strict``) a warning; 2 bad flags or options; 130
 interrupted. User mistakes print one sentence, never a traceback.
+
+Layout: this module parses flags and runs a command; ``bench``, ``size`` and ``doctor``
+build the reports; ``workload`` drives the threads; ``candidates`` builds and instruments
+the pools, ``floor`` the raw-socket floor; ``instructions`` counts instructions per GET
+under callgrind; ``slow`` reads SLOWLOG and commandstats; ``table``, ``progress`` and
+``argtypes`` are output and flag helpers. Nothing in the library imports this package.
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="one workload through every pool, interleaved; prints a comparison table",
         description="Run one workload through redis-py's ConnectionPool and BlockingConnectionPool, "
-        "redispool.ConnectionPool and redispool.Client, interleaved, against the same server.",
+        "redispool.ConnectionPool and redispool.Client, beside a raw-socket floor, interleaved, against "
+        "the same server; each table ends with a verdict (see docs/cli.md).",
     )
     _add_target(bench)
     bench.add_argument(
@@ -160,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check a server and whether the pool settings fit it",
         description="Connect to URL (TLS and AUTH included), report round trip, version, clients, "
-        "timeout and tcp-keepalive, and check the pool options (from the URL query and flags).",
+        "timeout and tcp-keepalive, the effective connection settings and the slowest commands "
+        "(SLOWLOG, INFO commandstats), and check the pool options (from the URL query and flags).",
     )
     doctor.add_argument(
         "url", nargs="?", metavar="URL", help="redis://, rediss:// or unix:// (default: $REDIS_URL)"
