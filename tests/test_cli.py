@@ -497,7 +497,7 @@ def test_doctor_over_tls(tls_server: tuple[RedisServer, int], capsys: pytest.Cap
 @pytest.mark.timeout(900)  # a few Pythons under callgrind: minutes on a loaded machine
 def test_bench_instruction_counts(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """With valgrind: instructions per GET per path under callgrind; without it, the report says so."""
-    argv = ["bench", "--url", redis_url, "--threads", "1", "--candidates", "redis-py,redispool-client"]
+    argv = ["bench", "--url", redis_url, "--threads", "1", "--candidates", "redis-py"]
     assert (
         main([*argv, *TINY, "--pool-iterations", "0", "--instruction-gets", "200", "--json", "-", "-q"]) == 0
     )
