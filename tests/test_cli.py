@@ -525,16 +525,22 @@ def test_progress_off_a_terminal_is_a_few_lines() -> None:
     assert all("\r" not in line for line in lines)
 
 
-def test_floor_client_speaks_resp(redis_url: str) -> None:
-    """The floor's raw socket: SET/GET/PING, a pipeline and an error reply, over a real server."""
+@pytest.mark.parametrize("engine", ["installed", "redis-py"])
+def test_floor_client_speaks_resp(redis_url: str, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor's raw socket: SET/GET/PING, a pipeline and an error reply, over a real server,
+    with what is installed (hiredis when present) and with redis-py's packer and parser."""
+    if engine == "redis-py":
+        monkeypatch.setattr(floor, "hiredis", None)  # what runs when hiredis is absent
     client = floor.FloorClient(redis_url)
-    key = f"redispool-test-floor:{os.getpid()}"
+    key = f"redispool-test-floor:{os.getpid()}:{engine}"
     try:
         assert client.set(key, b"v1") == b"OK"
         assert client.get(key) == b"v1"
+        assert client.ping() in (b"PONG", "PONG")
         assert client.pipeline().set(key, b"v2").get(key).execute() == [b"OK", b"v2"]
         with pytest.raises(redis.ResponseError):
             client._wire().call("NO-SUCH-COMMAND")
         client._wire().call("DEL", key)
+        assert client.get(key) is None
     finally:
         client.close()
