@@ -63,6 +63,10 @@ def count(url: str, candidates: Sequence[str], gets: int, progress: Progress) ->
     names = ",".join(candidates)
     totals: dict[str, int] = {}
     runs = ("-", *candidates)
+    progress.note(
+        f"redispool: counting instructions per GET under callgrind ({len(runs)} processes; "
+        "a minute or more, --instruction-gets 0 skips it)"
+    )
     # Counts do not depend on load, so the processes run side by side.
     with (
         tempfile.TemporaryDirectory(prefix="redispool-callgrind-") as folder,
