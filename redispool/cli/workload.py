@@ -2,7 +2,7 @@
 
 One *segment* runs one workload through one candidate pool with a fixed number of
 threads and returns raw samples: commands done, round-trip latencies, acquire waits
-(recorded by the wrappers :mod:`redispool._candidates` puts on every pool alike),
+(recorded by the wrappers :mod:`redispool.cli.candidates` puts on every pool alike),
 connections opened and errors.
 
 Edge behaviour: errors raised by commands (``PoolTimeout``, redis-py's "Too many
@@ -20,10 +20,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import redis
 
-from ._candidates import Counter, build_client, close_client, instrument, samples, split_url
+from .candidates import Counter, build_client, close_client, instrument, samples, split_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +126,7 @@ def run_segment(
 
 def _drive(
     candidate: str,
-    client: redis.Redis,
+    client: Any,
     workload: Workload,
     threads: int,
     max_connections: int,
@@ -202,7 +203,7 @@ def _drive(
     )
 
 
-def _warm_up(client: redis.Redis) -> None:
+def _warm_up(client: Any) -> None:
     """One untimed PING per thread, so the pool's connections exist before timing starts.
 
     A run then measures the steady state rather than connection set-up, which at 64
@@ -221,7 +222,7 @@ def _split_ops(total: int | None, threads: int) -> list[int | None]:
 
 
 def _work(
-    client: redis.Redis,
+    client: Any,
     workload: Workload,
     keys: Sequence[str],
     budget: int | None,

@@ -9,6 +9,12 @@ not name, and on a named server they only write keys under a unique
 Exit status: 0 success; 1 the server is unreachable, refuses AUTH, no redis-server
 can be found, or (``doctor --strict``) a warning; 2 bad flags or options; 130
 interrupted. User mistakes print one sentence, never a traceback.
+
+Layout: this module parses flags and runs a command; ``bench``, ``size`` and ``doctor``
+build the reports; ``workload`` drives the threads; ``candidates`` builds and instruments
+the pools, ``floor`` the raw-socket floor; ``instructions`` counts instructions per GET
+under callgrind; ``slow`` reads SLOWLOG and commandstats; ``table``, ``progress`` and
+``argtypes`` are output and flag helpers. Nothing in the library imports this package.
 """
 
 from __future__ import annotations
@@ -27,8 +33,12 @@ import redis
 
 import redispool
 
-from . import _bench, _candidates, _doctor, _size
-from ._argtypes import (
+from .._server import INSTALL_HINT, RedisServer, ServerNotFound
+from . import bench as _bench
+from . import candidates as _candidates
+from . import doctor as _doctor
+from . import size as _size
+from .argtypes import (
     candidate_list,
     fraction,
     int_list,
@@ -37,9 +47,8 @@ from ._argtypes import (
     positive_float,
     positive_int,
 )
-from ._progress import Progress
-from ._server import INSTALL_HINT, RedisServer, ServerNotFound
-from ._workload import Control, Workload
+from .progress import Progress
+from .workload import Control, Workload
 
 PROG = "redispool"
 
@@ -68,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="one workload through every pool, interleaved; prints a comparison table",
         description="Run one workload through redis-py's ConnectionPool and BlockingConnectionPool, "
-        "redispool.ConnectionPool and redispool.Client, interleaved, against the same server.",
+        "redispool.ConnectionPool and redispool.Client, beside a raw-socket floor, interleaved, against "
+        "the same server; each table ends with a verdict (see docs/cli.md).",
     )
     _add_target(bench)
     bench.add_argument(
@@ -97,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=50000,
         metavar="N",
         help="checkout+return pairs for the pool-only cost; 0 skips it (50000)",
+    )
+    bench.add_argument(
+        "--instruction-gets",
+        type=non_negative_int,
+        default=1000,
+        metavar="N",
+        help="GETs per path counted under valgrind's callgrind when valgrind is on PATH; 0 skips (1000)",
+    )
+    bench.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="leave out the raw-socket floor row (it runs only for redis:// URLs anyway)",
     )
     _add_workload(bench)
     bench.set_defaults(func=_cmd_bench)
@@ -144,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check a server and whether the pool settings fit it",
         description="Connect to URL (TLS and AUTH included), report round trip, version, clients, "
-        "timeout and tcp-keepalive, and check the pool options (from the URL query and flags).",
+        "timeout and tcp-keepalive, the effective connection settings and the slowest commands "
+        "(SLOWLOG, INFO commandstats), and check the pool options (from the URL query and flags).",
     )
     doctor.add_argument(
         "url", nargs="?", metavar="URL", help="redis://, rediss:// or unix:// (default: $REDIS_URL)"
@@ -168,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes sharing the server (1)",
     )
     doctor.add_argument("--pings", type=positive_int, default=10, metavar="N", help="PINGs to time (10)")
+    doctor.add_argument(
+        "--ops-per-sec",
+        type=positive_float,
+        metavar="N",
+        help="commands/s one process sends, for the pool-size estimate (default: the server's "
+        "current rate divided by --processes)",
+    )
     doctor.add_argument("--strict", action="store_true", help="exit 1 when any warning is found")
     doctor.set_defaults(func=_cmd_doctor)
     return parser
@@ -235,9 +266,10 @@ def _cmd_bench(args: argparse.Namespace, control: Control) -> int:
         rounds=args.rounds,
         candidates=args.candidates or tuple(_candidates.available_candidates()),
         pool_iterations=args.pool_iterations,
+        floor=args.floor,
+        instruction_gets=args.instruction_gets,
     )
-    runs = plan.rounds * len(plan.candidates) * (len(plan.threads) + (1 if plan.pool_iterations else 0))
-    progress = Progress(runs, quiet=args.quiet)
+    progress = Progress(_bench.steps(plan), quiet=args.quiet)
     with _target(args, progress) as (url, server):
         report = _bench.run(url, plan, control, progress, server)
     progress.finish()
@@ -278,7 +310,7 @@ def _cmd_doctor(args: argparse.Namespace, control: Control) -> int:
         base, options = _doctor.pool_options(url, overrides)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    findings = _doctor.run(url, base, options, args.processes, args.pings, print)
+    findings = _doctor.run(url, base, options, args.processes, args.pings, print, args.ops_per_sec)
     if args.strict and any(f.level == "warn" for f in findings):
         return 1
     return 0
@@ -409,7 +441,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,25 +20,28 @@ import redis
 
 import redispool
 
-from ._options import OPTION_NAMES
+from .._options import OPTION_NAMES
+from . import floor
 
 # Short names used on the command line, in the table and in the JSON output.
 REDIS_PY = "redis-py"
 REDIS_PY_BLOCKING = "redis-py-blocking"
 REDISPOOL = "redispool"
 CLIENT = "redispool-client"
+FLOOR = "floor"  # not a pool: a raw socket per thread, see floor.py
 
 LABELS = {
     REDIS_PY: "redis-py ConnectionPool",
     REDIS_PY_BLOCKING: "redis-py BlockingConnectionPool",
     REDISPOOL: "redispool.ConnectionPool",
     CLIENT: "redispool.Client",
+    FLOOR: "floor: raw socket + " + ("hiredis" if floor.hiredis is not None else "redis-py parser"),
 }
 
 
 def available_candidates() -> list[str]:
     """Every candidate, in table order: redis-py's two pools first, the reference first of all."""
-    return list(LABELS)
+    return [name for name in LABELS if name != FLOOR]
 
 
 # The calling thread's acquire-wait list, filled by the get_connection wrapper.
@@ -58,12 +61,14 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), own
 
 
-def build_client(candidate: str, url: str, max_connections: int, timeout: float) -> redis.Redis:
-    """A ``redis.Redis`` (or ``redispool.Client``) over a fresh, instrumented pool."""
+def build_client(candidate: str, url: str, max_connections: int, timeout: float) -> Any:
+    """A ``redis.Redis`` (or ``redispool.Client``) over a fresh pool, or the floor's client."""
     base, own = split_url(url)
     options: dict[str, Any] = {**own, "max_connections": max_connections}
-    client: redis.Redis
-    if candidate == REDIS_PY:
+    client: Any
+    if candidate == FLOOR:
+        client = floor.FloorClient(base)
+    elif candidate == REDIS_PY:
         client = redis.Redis(
             connection_pool=redis.ConnectionPool.from_url(base, max_connections=max_connections)
         )
@@ -81,7 +86,7 @@ def build_client(candidate: str, url: str, max_connections: int, timeout: float)
     return client
 
 
-def close_client(client: redis.Redis) -> None:
+def close_client(client: Any) -> None:
     """Close the client and its pool; redispool's pools are shut down for good."""
     pool = client.connection_pool
     try:

@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import _table, _workload
-from ._bench import environment, rotated, summary_us
-from ._candidates import LABELS, REDISPOOL
-from ._progress import Progress
-from ._workload import Control, Segment, Workload
+from . import table as _table
+from . import workload as _workload
+from .bench import environment, rotated, summary_us
+from .candidates import LABELS, REDISPOOL
+from .progress import Progress
+from .workload import Control, Segment, Workload
 
 SCHEMA = "redispool-size/1"
 

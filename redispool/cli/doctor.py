@@ -8,10 +8,17 @@ the URL's query string, overridden by flags) against what the server does:
   connections first, so the pool hands out dead ones and pays a reconnect;
 * ``tcp-keepalive 0``: the server never notices clients that vanished;
 * ``maxclients`` headroom smaller than ``max_connections`` times the process count;
-* a round trip slower than half of ``ping_timeout``: health PINGs would time out.
+* a round trip slower than half of ``ping_timeout``: health PINGs would time out;
+* slow commands (``SLOWLOG GET``, ``INFO commandstats``, see ``slow.py``) that hold
+  connections long enough to need more of them than ``max_connections``.
 
-It only reads (PING, INFO, CONFIG GET); it never writes to the server. ``CONFIG`` may
-be renamed or forbidden by ACL: that is reported and the check skipped, not an error.
+It also shows the *effective* connection settings: what a connection built by the pool
+really uses (redis-py 8 defaults ``socket_timeout`` to 5 s, 5.x to none), read from a
+connection object the pool's class builds from its kwargs, never connected.
+
+It only reads (PING, INFO, CONFIG GET, SLOWLOG GET); it never writes to the server.
+``CONFIG`` and ``SLOWLOG`` may be renamed or forbidden by ACL: that is reported and the
+check skipped, not an error.
 Unreachable servers and failed AUTH raise :class:`DoctorFailure` with one sentence.
 """
 
@@ -31,9 +38,10 @@ from redis.retry import Retry
 
 import redispool
 
-from . import _table
-from ._candidates import split_url
-from ._options import PoolOptions
+from .._options import PoolOptions
+from . import slow as _slow
+from . import table as _table
+from .candidates import split_url
 
 CONNECT_TIMEOUT = 5.0
 
@@ -61,6 +69,34 @@ class Facts:
     timeout: int | None = None
     tcp_keepalive: int | None = None
     config_error: str | None = None
+    load: _slow.Load = dataclasses.field(default_factory=_slow.Load)
+
+
+# Connection attributes worth showing, as redis-py names them.
+EFFECTIVE = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "health_check_interval",
+    "protocol",
+)
+
+
+def effective_settings(base: str, options: PoolOptions) -> dict[str, Any]:
+    """What a connection of this pool really uses, defaults of the installed redis-py included.
+
+    The pool's ``connection_class`` is instantiated from its ``connection_kwargs`` (no
+    socket is opened) and its attributes are read.
+    """
+    pool = redispool.ConnectionPool.from_url(base, **dataclasses.asdict(options))
+    try:
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            return {name: getattr(connection, name, None) for name in EFFECTIVE}
+        finally:
+            connection.disconnect()
+    finally:
+        pool.shutdown()
 
 
 def pool_options(url: str, overrides: Mapping[str, Any]) -> tuple[str, PoolOptions]:
@@ -135,6 +171,7 @@ def examine(url: str, pings: int = 10) -> Facts:
             facts.connected_clients = _int(clients.get("connected_clients"))
             facts.maxclients = _int(clients.get("maxclients"))
             _read_config(client, facts)
+            facts.load = _slow.read(client)
     finally:
         client.close()
     return facts
@@ -176,7 +213,12 @@ def _reason(error: BaseException) -> str:
 
 
 def check(
-    facts: Facts, options: PoolOptions, processes: int, connection_kwargs: Mapping[str, Any]
+    facts: Facts,
+    options: PoolOptions,
+    processes: int,
+    connection_kwargs: Mapping[str, Any],
+    effective: Mapping[str, Any] | None = None,
+    rate: float | None = None,
 ) -> list[Finding]:
     """Compare the pool options with what the server does; one finding per topic."""
     findings: list[Finding] = []
@@ -236,7 +278,8 @@ def check(
             )
         else:
             add(Finding("ok", f"ping_timeout {options.ping_timeout:g}s is well above the round trip"))
-    if connection_kwargs.get("socket_timeout") is None:
+    timeout = (effective or {}).get("socket_timeout", connection_kwargs.get("socket_timeout"))
+    if timeout is None:
         add(
             Finding(
                 "note",
@@ -244,6 +287,17 @@ def check(
                 "gives up; consider ?socket_timeout=5 in the URL",
             )
         )
+    elif "socket_timeout" not in connection_kwargs:
+        add(
+            Finding(
+                "ok",
+                f"socket_timeout is {float(timeout):g}s, redis-py {redis.__version__}'s default (the URL "
+                "does not set it): a server that stops answering is noticed within that",
+            )
+        )
+    rtt = statistics.median(facts.rtts) if facts.rtts else facts.connect
+    for level, text in _slow.sizing(facts.load, options.max_connections, processes, rtt, rate):
+        add(Finding(level, text))
     return findings
 
 
@@ -254,6 +308,7 @@ def run(
     processes: int,
     pings: int,
     write: Callable[[str], None],
+    rate: float | None = None,
 ) -> list[Finding]:
     """Diagnose ``base`` (``url`` without redispool's options, from :func:`pool_options`)
     and print the report with ``write``; return the findings.
@@ -296,7 +351,14 @@ def run(
         f"ping_after_idle={_secs(options.ping_after_idle)}, ping_timeout={options.ping_timeout:g}s, "
         f"timeout={_secs(options.timeout)}" + (f", {processes} processes" if processes != 1 else "")
     )
-    findings = check(facts, options, processes, connection_kwargs)
+    effective = effective_settings(base, options)
+    write(
+        f"effective connection settings (redis-py {redis.__version__}; * = its default, not in the URL): "
+        + ", ".join(_setting(name, value, name in connection_kwargs) for name, value in effective.items())
+    )
+    for line in _slow.report(facts.load):
+        write(line)
+    findings = check(facts, options, processes, connection_kwargs, effective, rate)
     for finding in findings:
         write(f"  {finding.level:<4}  {finding.text}")
     warnings = sum(1 for f in findings if f.level == "warn")
@@ -305,6 +367,18 @@ def run(
     else:
         write("verdict: the pool settings fit this server")
     return findings
+
+
+def _setting(name: str, value: Any, given: bool) -> str:
+    if name == "protocol":
+        shown = f"RESP{value or 2}"
+    elif isinstance(value, bool) or value is None:
+        shown = {True: "on", False: "off", None: "none"}[value]
+    elif name == "health_check_interval" and not value:
+        shown = "off"
+    else:
+        shown = f"{float(value):g}s" if isinstance(value, (int, float)) else str(value)
+    return f"{name}={shown}{'' if given else '*'}"
 
 
 def _yes(flag: bool) -> str:

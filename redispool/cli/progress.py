@@ -1,7 +1,8 @@
 """Progress text on stderr for long command-line runs.
 
 On a terminal one line is rewritten in place (a bar with a step counter); anywhere
-else (a pipe, a CI log, a test) each step is its own line, so logs stay readable.
+else (a pipe, a CI log, a test) only the first step and each quarter of the way are
+written, one line each, so a log gets five lines or so, not one per step.
 ``quiet`` prints nothing. Progress never goes to stdout, which carries the results.
 """
 
@@ -23,6 +24,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.inline = bool(getattr(self.stream, "isatty", lambda: False)())
         self._dirty = False
+        self._quarter = -1  # the last quarter written when not inline
 
     def step(self, what: str) -> None:
         """Announce the step about to run."""
@@ -35,7 +37,10 @@ class Progress:
             self.stream.write("\r\x1b[K" + line)
             self._dirty = True
         else:
-            self.stream.write(line + "\n")
+            quarter = 4 * self.done // self.total
+            if quarter != self._quarter:
+                self._quarter = quarter
+                self.stream.write(line + "\n")
         self.stream.flush()
         self.done += 1
 

@@ -7,8 +7,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from . import _candidates
-from ._options import OPTION_NAMES
+from .._options import OPTION_NAMES
+from . import candidates as _candidates
 
 
 def positive_int(text: str) -> int:
