@@ -28,7 +28,9 @@ import redispool
 
 ORIGINAL_POOLS = (redis.connection.ConnectionPool, redis.connection.BlockingConnectionPool)
 POOL_NAMES = ("ConnectionPool", "BlockingConnectionPool")
-_FORBIDDEN_PORTS = {int(p) for p in os.environ.get("REDISPOOL_COMPARE_FORBIDDEN_PORTS", "6379").split(",") if p}
+_FORBIDDEN_PORTS = {
+    int(p) for p in os.environ.get("REDISPOOL_COMPARE_FORBIDDEN_PORTS", "6379").split(",") if p
+}
 _FORBIDDEN_SOCKETS = {p for p in os.environ.get("REDISPOOL_COMPARE_FORBIDDEN_SOCKETS", "").split(",") if p}
 _connect = socket.socket.connect
 _connect_ex = socket.socket.connect_ex

@@ -55,7 +55,7 @@ SHARED_PORT = 6379
 DJANGO_DESELECT = "not sentinel"
 POOL_OPTION = (
     '\n\nimport os as _os\nif _os.environ.get("REDISPOOL_COMPARE_MODE") == "redispool":\n'
-    '    for _cache in CACHES.values():\n'
+    "    for _cache in CACHES.values():\n"
     '        _cache.setdefault("OPTIONS", {})["CONNECTION_POOL_CLASS"] = "redispool.ConnectionPool"\n'
 )
 
@@ -69,11 +69,17 @@ def sdist(name: str, cache: Path) -> Path:
     download = cache / "sdists"
     download.mkdir(parents=True, exist_ok=True)
     normal = name.replace("-", "_")
-    found = [p for p in download.glob("*.tar.gz") if p.name.lower() in {f"{n}-{wanted}.tar.gz" for n in (name, normal)}]
+    found = [
+        p
+        for p in download.glob("*.tar.gz")
+        if p.name.lower() in {f"{n}-{wanted}.tar.gz" for n in (name, normal)}
+    ]
     if not found:
         command = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps"]
         subprocess.run([*command, "-d", str(download), f"{name}=={wanted}"], check=True)
-        found = [p for p in download.glob("*.tar.gz") if p.name.lower().startswith((f"{name}-", f"{normal}-"))]
+        found = [
+            p for p in download.glob("*.tar.gz") if p.name.lower().startswith((f"{name}-", f"{normal}-"))
+        ]
     with tempfile.TemporaryDirectory(dir=cache) as tmp, tarfile.open(found[0]) as archive:
         archive.extractall(tmp, filter="data")
         (top,) = Path(tmp).iterdir()
@@ -105,7 +111,9 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
     """Run one suite in one mode against a fresh private server; test id -> outcome."""
     workdir = Path(tempfile.mkdtemp(prefix="redispool-compare-"))
     unix_socket = str(workdir / "redis.sock")
-    server = RedisServer("--unixsocket", unix_socket, "--unixsocketperm", "700", "--enable-debug-command", "yes")
+    server = RedisServer(
+        "--unixsocket", unix_socket, "--unixsocketperm", "700", "--enable-debug-command", "yes"
+    )
     server.start()
     try:
         assert server.port != SHARED_PORT
@@ -113,7 +121,9 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
         env["REDISPOOL_COMPARE_MODE"] = mode
         env["REDISPOOL_COMPARE_FORBIDDEN_PORTS"] = str(SHARED_PORT)
         env["REDISPOOL_COMPARE_FORBIDDEN_SOCKETS"] = "/tmp/redis.sock"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tools"), str(tree), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "tools"), str(tree), env.get("PYTHONPATH")])
+        )
         env.pop("REDISPOOL_REQUIRE_REDIS", None)
         xml = out / f"{suite}-{mode}.xml"
         command = [sys.executable, "-m", "pytest", "-p", "_compare_plugin", "-p", "no:cacheprovider"]
@@ -124,7 +134,7 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
             command += [f"--redis-url=redis://127.0.0.1:{server.port}/0", *(paths or REDIS_PY_FILES)]
         else:
             prepare_django(tree, server.port, unix_socket, free_port())
-            command += ["-p", "no:xdist", "-k", DJANGO_DESELECT, *(paths or ["tests"])]
+            command += ["-k", DJANGO_DESELECT, *(paths or ["tests"])]
         command += [a for a in args if a not in paths]
         print(f"== {suite} ({mode}) on private redis-server 127.0.0.1:{server.port}", flush=True)
         with open(out / f"{suite}-{mode}.log", "w") as log:
