@@ -2,10 +2,12 @@
 
 Loaded with ``-p _compare_plugin`` into redis-py's and django-redis's own test suites.
 
-* Always: any TCP connect to a port in ``REDISPOOL_COMPARE_FORBIDDEN_PORTS`` (the shared
-  server's 6379, by default) and any connect to a Unix socket in
-  ``REDISPOOL_COMPARE_FORBIDDEN_SOCKETS`` is refused before it leaves the process, so a test
-  that ignores ``--redis-url`` can never FLUSHALL or CONFIG SET the shared server.
+* Always: a test that ignores ``--redis-url`` must never FLUSHALL or CONFIG SET the shared
+  server. A loopback TCP connect to a port in ``REDISPOOL_COMPARE_FORBIDDEN_PORTS`` (6379 by
+  default) goes to ``REDISPOOL_COMPARE_PRIVATE_PORT`` instead, a connect to such a port on
+  any other address is refused, and a connect to a Unix socket in
+  ``REDISPOOL_COMPARE_FORBIDDEN_SOCKETS`` goes to ``REDISPOOL_COMPARE_PRIVATE_SOCKET``
+  (refused when unset), all before anything leaves the process.
 * With ``REDISPOOL_COMPARE_MODE=redispool``: every ``ConnectionPool`` and
   ``BlockingConnectionPool`` name in redis-py (``redis``, ``redis.connection``,
   ``redis.client``) is rebound to ``redispool.ConnectionPool`` before the suite imports
@@ -32,25 +34,32 @@ _FORBIDDEN_PORTS = {
     int(p) for p in os.environ.get("REDISPOOL_COMPARE_FORBIDDEN_PORTS", "6379").split(",") if p
 }
 _FORBIDDEN_SOCKETS = {p for p in os.environ.get("REDISPOOL_COMPARE_FORBIDDEN_SOCKETS", "").split(",") if p}
+_PRIVATE_PORT = int(os.environ.get("REDISPOOL_COMPARE_PRIVATE_PORT", "0"))
+_PRIVATE_SOCKET = os.environ.get("REDISPOOL_COMPARE_PRIVATE_SOCKET", "")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _connect = socket.socket.connect
 _connect_ex = socket.socket.connect_ex
 
 
-def _check(address: Any) -> None:
+def _checked(address: Any) -> Any:
+    """``address``, or the private server's in place of the shared one's."""
     if isinstance(address, tuple) and len(address) >= 2 and address[1] in _FORBIDDEN_PORTS:
-        raise ConnectionRefusedError(f"compare_redis_py: connecting to port {address[1]} is forbidden")
+        if address[0] in _LOOPBACK and _PRIVATE_PORT:
+            return (address[0], _PRIVATE_PORT, *address[2:])
+        raise ConnectionRefusedError(f"compare_redis_py: connecting to {address[:2]} is forbidden")
     if isinstance(address, (str, bytes)) and os.fsdecode(address) in _FORBIDDEN_SOCKETS:
+        if _PRIVATE_SOCKET:
+            return _PRIVATE_SOCKET
         raise ConnectionRefusedError(f"compare_redis_py: connecting to {os.fsdecode(address)} is forbidden")
+    return address
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> None:
-    _check(address)
-    _connect(self, address)
+    _connect(self, _checked(address))
 
 
 def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
-    _check(address)
-    return _connect_ex(self, address)
+    return _connect_ex(self, _checked(address))
 
 
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]

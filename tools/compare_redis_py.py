@@ -17,8 +17,9 @@ suite twice, each time against a fresh private ``redis-server`` on a free loopba
 
 It prints the counts of both runs and every test that passes as shipped and fails with
 redispool. Both suites FLUSHALL and CONFIG SET, so they only ever see the private server:
-their addresses are rewritten to it, and the plugin refuses any connect to the shared
-server's port (6379) from inside the test process. ``docs/differences.md`` explains every
+their addresses are rewritten to it, and inside the test process the plugin sends any
+loopback connect to port 6379 (or to /tmp/redis.sock) to the private server and refuses
+6379 on any other address. ``docs/differences.md`` explains every
 test this prints.
 """
 
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -111,6 +113,9 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
     """Run one suite in one mode against a fresh private server; test id -> outcome."""
     workdir = Path(tempfile.mkdtemp(prefix="redispool-compare-"))
     unix_socket = str(workdir / "redis.sock")
+    # A fresh copy per run: the cached tree stays as shipped, and settings rewritten for
+    # one private server never point at another.
+    tree = Path(shutil.copytree(tree, workdir / tree.name))
     server = RedisServer(
         "--unixsocket", unix_socket, "--unixsocketperm", "700", "--enable-debug-command", "yes"
     )
@@ -121,6 +126,8 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
         env["REDISPOOL_COMPARE_MODE"] = mode
         env["REDISPOOL_COMPARE_FORBIDDEN_PORTS"] = str(SHARED_PORT)
         env["REDISPOOL_COMPARE_FORBIDDEN_SOCKETS"] = "/tmp/redis.sock"
+        env["REDISPOOL_COMPARE_PRIVATE_PORT"] = str(server.port)
+        env["REDISPOOL_COMPARE_PRIVATE_SOCKET"] = unix_socket
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(ROOT / "tools"), str(tree), env.get("PYTHONPATH")])
         )
@@ -167,7 +174,12 @@ def counts(results: dict[str, str]) -> str:
     return ", ".join(f"{n} {k}" for k, n in tally.items())
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=["redis-py", "django-redis", "all"], default="all")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "redispool-compare")
