@@ -18,7 +18,7 @@ redis-py >= 6.3 passes to the caller without refreshing the cluster topology.
 redis-py's ``ClusterPipeline`` does not make that distinction: any ``ConnectionError``
 while it gathers node connections, ``PoolTimeout`` included, refreshes the topology and
 starts over, up to its retry count. :class:`ClusterClient` pipelines raise the
-``PoolTimeout`` at once instead: the client's ``NodesManager.initialize`` refuses to run
+``PoolTimeout`` (or ``TooManyWaiters``) at once instead: the client's ``NodesManager.initialize`` refuses to run
 while a pipeline of this thread is handling a ``PoolTimeout``, and the refusal, which
 redis-py does not retry, carries the ``PoolTimeout`` out to ``execute()``. By then
 redis-py has already returned the connections it took from the other nodes. A
@@ -41,7 +41,7 @@ from redis.connection import Connection, SSLConnection
 
 from ._options import OPTION_NAMES, PoolOptions, split_options
 from ._pool import ConnectionPool, _connection_parameters
-from .errors import PoolTimeout
+from .errors import PoolTimeout, TooManyWaiters
 
 __all__ = ["ClusterClient", "ClusterNodePool", "cluster_pool_class"]
 
@@ -108,11 +108,15 @@ def _pools_of(cluster: RedisCluster) -> list[tuple[str, ConnectionPool]]:
     return list(found.values())
 
 
+# A node pool that is full, as opposed to a node that fails: never a reason to refresh.
+_EXHAUSTED = (PoolTimeout, TooManyWaiters)
+
+
 class _NodeExhausted(Exception):
     """A node pool's ``PoolTimeout`` on its way out of redis-py's pipeline retry loop,
     which retries every ``ConnectionError`` but lets any other exception through."""
 
-    def __init__(self, error: PoolTimeout) -> None:
+    def __init__(self, error: PoolTimeout | TooManyWaiters) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -131,7 +135,7 @@ def _initialize_unless_exhausted(manager: NodesManager) -> Callable[..., Any]:
 
     def initialize(*args: Any, **kwargs: Any) -> Any:
         error = sys.exc_info()[1]
-        if isinstance(error, PoolTimeout) and _executing.depth:
+        if isinstance(error, _EXHAUSTED) and _executing.depth:
             raise _NodeExhausted(error)
         target = ref()
         assert target is not None  # called through the manager, so it is alive
@@ -158,7 +162,7 @@ def _stop_on_pool_timeout(on_error: Callable[..., Any]) -> Callable[..., Any]:
     """A transaction's retry failure handler that ends the retries on ``PoolTimeout``."""
 
     def handle(error: Exception, *args: Any) -> Any:
-        if isinstance(error, PoolTimeout):
+        if isinstance(error, _EXHAUSTED):
             raise error
         return on_error(error, *args)
 

@@ -219,8 +219,14 @@ def test_an_exhausted_node_pool_raises_max_connections_error_and_others_keep_ser
         close(client)
 
 
-# Cluster transactions (MULTI/EXEC on one slot) exist from redis-py 6 on.
-PIPELINE_KINDS = ["busy-node-last", "busy-node-first", *(["transaction"] if REFRESH_FREE_EXHAUSTION else [])]
+# Cluster transactions (MULTI/EXEC on one slot) exist from redis-py 6 on. "no-waiting"
+# refuses at once with TooManyWaiters (max_waiting=0) instead of waiting out the timeout.
+PIPELINE_KINDS = [
+    "busy-node-last",
+    "busy-node-first",
+    "no-waiting",
+    *(["transaction"] if REFRESH_FREE_EXHAUSTION else []),
+]
 
 
 @pytest.mark.parametrize("kind", PIPELINE_KINDS)
@@ -228,7 +234,8 @@ def test_a_pipeline_to_an_exhausted_node_raises_pool_timeout_at_once_without_a_t
     cluster: ClusterDeployment, key: str, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     timeout = 0.3
-    client = redispool.ClusterClient.from_url(cluster.url, max_connections=1, timeout=timeout)
+    waiting = {"max_waiting": 0} if kind == "no-waiting" else {}
+    client = redispool.ClusterClient.from_url(cluster.url, max_connections=1, timeout=timeout, **waiting)
     blocker: threading.Thread | None = None
     queue = ""
     try:
@@ -264,16 +271,17 @@ def test_a_pipeline_to_an_exhausted_node_raises_pool_timeout_at_once_without_a_t
         for name in names:
             pipe.get(name)
         started = time.monotonic()
-        with pytest.raises(redispool.PoolTimeout):
+        expected = redispool.TooManyWaiters if waiting else redispool.PoolTimeout
+        with pytest.raises(expected):
             pipe.execute()
         elapsed = time.monotonic() - started
 
-        # One wait in the busy node's pool, then the error: no retry, no refresh (redis-py's
-        # own pipeline handling took 3.3 s and 7 refreshes here), and the connections the
-        # pipeline already held on the other nodes went back.
-        assert timeout <= elapsed < timeout + 1.0, elapsed
+        # One wait in the busy node's pool (none without waiting), then the error: no retry,
+        # no refresh (redis-py's own pipeline handling took 3.3 s and 7 refreshes here), and
+        # the connections the pipeline already held on the other nodes went back.
+        assert (0 if waiting else timeout) <= elapsed < timeout + 1.0, elapsed
         assert refreshes == []
-        assert busy.stats()["timeouts"] == 1
+        assert busy.stats()["timeouts"] == (0 if waiting else 1)
         assert all(pool.stats()["in_use"] == 0 for pool in others)
         assert client.get_node_from_key(busy_key).redis_connection.connection_pool is busy
 

@@ -144,9 +144,14 @@ def run(suite: str, tree: Path, mode: str, args: list[str], out: Path) -> dict[s
             command += ["-k", DJANGO_DESELECT, *(paths or ["tests"])]
         command += [a for a in args if a not in paths]
         print(f"== {suite} ({mode}) on private redis-server 127.0.0.1:{server.port}", flush=True)
-        with open(out / f"{suite}-{mode}.log", "w") as log:
+        log_path = out / f"{suite}-{mode}.log"
+        with open(log_path, "w") as log:
             subprocess.run(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-        return outcomes(xml)
+        found = outcomes(xml)
+        if not found:  # nothing collected: say why instead of comparing two empty runs
+            tail = log_path.read_text().splitlines()[-15:]
+            raise SystemExit(f"{suite} ({mode}) ran no tests; the end of {log_path}:\n" + "\n".join(tail))
+        return found
     finally:
         server.stop()
         server.cleanup()
