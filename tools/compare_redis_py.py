@@ -16,7 +16,8 @@ suite twice, each time against a fresh private ``redis-server`` on a free loopba
   test settings.
 
 It prints the counts of both runs and every test that passes as shipped and fails with
-redispool. Both suites FLUSHALL and CONFIG SET, so they only ever see the private server:
+redispool, marking NEW those that ``docs/differences.md`` does not explain; it exits 1 if
+there is a NEW one. Both suites FLUSHALL and CONFIG SET, so they only ever see the private server:
 their addresses are rewritten to it, and inside the test process the plugin sends any
 loopback connect to port 6379 (or to /tmp/redis.sock) to the private server and refuses
 6379 on any other address. ``docs/differences.md`` explains every
@@ -174,6 +175,16 @@ def outcomes(xml: Path) -> dict[str, str]:
     return found
 
 
+def doc_name(test: str) -> str:
+    """``tests.test_x.TestY::test_z[p]`` as docs/differences.md writes it:
+    ``test_x.py::TestY::test_z`` (parameters left out)."""
+    classname, name = test.split("::", 1)
+    parts = classname.split(".")[1:]  # drop the "tests" package
+    module = next(i for i, part in enumerate(parts) if part.startswith("test_"))
+    path = "/".join(parts[: module + 1]) + ".py"
+    return "::".join([path, *parts[module + 1 :], name.split("[", 1)[0]])
+
+
 def counts(results: dict[str, str]) -> str:
     tally = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "failed", "skipped")}
     return ", ".join(f"{n} {k}" for k, n in tally.items())
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     suites = ["redis-py", "django-redis"] if options.suite == "all" else [options.suite]
     summary: dict[str, dict[str, object]] = {}
+    documented = (ROOT / "docs" / "differences.md").read_text()
     regressions = 0
     for suite in suites:
         package = "redis" if suite == "redis-py" else "django-redis"
@@ -204,18 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         swapped = run(suite, tree, "redispool", options.pytest_args, out)
         worse = sorted(t for t, o in shipped.items() if o == "passed" and swapped.get(t) == "failed")
         better = sorted(t for t, o in shipped.items() if o == "failed" and swapped.get(t) == "passed")
-        regressions += len(worse)
+        new = [t for t in worse if doc_name(t) not in documented]
+        regressions += len(new)
         print(f"{suite} {version(package)}")
         print(f"  shipped:   {counts(shipped)}")
         print(f"  redispool: {counts(swapped)}")
-        print(f"  pass as shipped, fail with redispool ({len(worse)}):")
+        print(f"  pass as shipped, fail with redispool ({len(worse)}, {len(new)} not in docs/differences.md):")
         for test in worse:
-            print(f"    {test}")
+            print(f"    {'NEW ' if test in new else ''}{test}")
         if better:
             print(f"  fail as shipped, pass with redispool ({len(better)}):")
             for test in better:
                 print(f"    {test}")
-        summary[suite] = {"version": version(package), "regressions": worse, "fixed": better}
+        summary[suite] = {"version": version(package), "regressions": worse, "new": new, "fixed": better}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"logs, junit XML and summary.json in {out}")
     return 1 if regressions else 0
