@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{suite} {version(package)}")
         print(f"  shipped:   {counts(shipped)}")
         print(f"  redispool: {counts(swapped)}")
-        print(f"  pass as shipped, fail with redispool ({len(worse)}, {len(new)} not in docs/differences.md):")
+        print(f"  pass as shipped, fail with redispool ({len(worse)}, {len(new)} NEW):")
         for test in worse:
             print(f"    {'NEW ' if test in new else ''}{test}")
         if better:
