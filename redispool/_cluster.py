@@ -14,20 +14,34 @@ Each node gets its own pool, with its own bound, waiters, fail-fast circuit and 
 so one slow or dead node never blocks or fails callers of another. A node pool that is
 exhausted raises :class:`redispool.PoolTimeout`, a ``MaxConnectionsError``, which
 redis-py >= 6.3 passes to the caller without refreshing the cluster topology.
+
+redis-py's ``ClusterPipeline`` does not make that distinction: any ``ConnectionError``
+while it gathers node connections, ``PoolTimeout`` included, refreshes the topology and
+starts over, up to its retry count. :class:`ClusterClient` pipelines raise the
+``PoolTimeout`` (or ``TooManyWaiters``) at once instead: the client's ``NodesManager.initialize`` refuses to run
+while a pipeline of this thread is handling a ``PoolTimeout``, and the refusal, which
+redis-py does not retry, carries the ``PoolTimeout`` out to ``execute()``. By then
+redis-py has already returned the connections it took from the other nodes. A
+transaction pipeline (redis-py >= 6) retries through ``Retry.call_with_retry`` instead;
+its failure handler re-raises a ``PoolTimeout``, which ends the retries.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, NodesManager, RedisCluster
 from redis.connection import Connection, SSLConnection
 
 from ._options import OPTION_NAMES, PoolOptions, split_options
 from ._pool import ConnectionPool, _connection_parameters
+from .errors import PoolTimeout, TooManyWaiters
 
 __all__ = ["ClusterClient", "ClusterNodePool", "cluster_pool_class"]
 
@@ -94,6 +108,67 @@ def _pools_of(cluster: RedisCluster) -> list[tuple[str, ConnectionPool]]:
     return list(found.values())
 
 
+# A node pool that is full, as opposed to a node that fails: never a reason to refresh.
+_EXHAUSTED = (PoolTimeout, TooManyWaiters)
+
+
+class _NodeExhausted(Exception):
+    """A node pool's ``PoolTimeout`` on its way out of redis-py's pipeline retry loop,
+    which retries every ``ConnectionError`` but lets any other exception through."""
+
+    def __init__(self, error: PoolTimeout | TooManyWaiters) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Executing(threading.local):
+    depth = 0  # ClusterClient pipelines executing in this thread (nested ones count too)
+
+
+_executing = _Executing()
+
+
+def _initialize_unless_exhausted(manager: NodesManager) -> Callable[..., Any]:
+    """``manager.initialize``, except while a pipeline is handling a node pool's
+    ``PoolTimeout``: an exhausted pool is not a changed topology."""
+    ref = weakref.ref(manager)  # the manager holds this function: no cycle through it
+
+    def initialize(*args: Any, **kwargs: Any) -> Any:
+        error = sys.exc_info()[1]
+        if isinstance(error, _EXHAUSTED) and _executing.depth:
+            raise _NodeExhausted(error)
+        target = ref()
+        assert target is not None  # called through the manager, so it is alive
+        return type(target).initialize(target, *args, **kwargs)
+
+    return initialize
+
+
+class _Pipeline(ClusterPipeline):
+    """``ClusterPipeline`` whose ``execute()`` raises a node pool's ``PoolTimeout``
+    without refreshing the topology or retrying, as single commands do."""
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        _executing.depth += 1
+        try:
+            return super().execute(raise_on_error)
+        except _NodeExhausted as exhausted:
+            raise exhausted.error from None
+        finally:
+            _executing.depth -= 1
+
+
+def _stop_on_pool_timeout(on_error: Callable[..., Any]) -> Callable[..., Any]:
+    """A transaction's retry failure handler that ends the retries on ``PoolTimeout``."""
+
+    def handle(error: Exception, *args: Any) -> Any:
+        if isinstance(error, _EXHAUSTED):
+            raise error
+        return on_error(error, *args)
+
+    return handle
+
+
 class ClusterClient(RedisCluster):
     """``RedisCluster`` whose node pools are redispool pools, with per-node stats.
 
@@ -119,6 +194,20 @@ class ClusterClient(RedisCluster):
             scheme = "rediss" if kwargs.pop("ssl", False) else "redis"
             url = f"{scheme}://{host}:{port}"
         super().__init__(url=url, **kwargs)
+        self.nodes_manager.initialize = _initialize_unless_exhausted(self.nodes_manager)  # type: ignore[method-assign]
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        """redis-py's ``ClusterPipeline``, except that a node pool that stays exhausted
+        raises ``PoolTimeout`` from ``execute()`` at once, with no topology refresh."""
+        pipe: ClusterPipeline = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        pipe.__class__ = _Pipeline  # same object, so every redis-py version's fields carry over
+        # redis-py >= 6 runs a transaction through Retry.call_with_retry, whose failure
+        # handler is this strategy method: raising from it ends the retries at once.
+        strategy = getattr(pipe, "_execution_strategy", None)
+        on_error = getattr(strategy, "_reinitialize_on_error", None)
+        if on_error is not None:
+            strategy._reinitialize_on_error = _stop_on_pool_timeout(on_error)  # type: ignore[union-attr]
+        return pipe
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import NodesManager, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MaxConnectionsError
 
 import redispool
 from tests.deployments import SLOTS, ClusterDeployment, admin, cluster_deployment, cluster_info, key_per_slot
+from tests.support import wait_until
 
 # redis-py's RedisCluster sometimes drops a node client without closing it (on a topology
 # refresh, or a node it gave up on), and the socket is then reported unclosed whenever the
@@ -215,6 +217,90 @@ def test_an_exhausted_node_pool_raises_max_connections_error_and_others_keep_ser
         assert busy.stats()["in_use"] == 0 and busy.stats()["connect_errors"] == 0
     finally:
         close(client)
+
+
+# Cluster transactions (MULTI/EXEC on one slot) exist from redis-py 6 on. "no-waiting"
+# refuses at once with TooManyWaiters (max_waiting=0) instead of waiting out the timeout.
+PIPELINE_KINDS = [
+    "busy-node-last",
+    "busy-node-first",
+    "no-waiting",
+    *(["transaction"] if REFRESH_FREE_EXHAUSTION else []),
+]
+
+
+@pytest.mark.parametrize("kind", PIPELINE_KINDS)
+def test_a_pipeline_to_an_exhausted_node_raises_pool_timeout_at_once_without_a_topology_refresh(
+    cluster: ClusterDeployment, key: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    timeout = 0.3
+    waiting = {"max_waiting": 0} if kind == "no-waiting" else {}
+    client = redispool.ClusterClient.from_url(cluster.url, max_connections=1, timeout=timeout, **waiting)
+    blocker: threading.Thread | None = None
+    queue = ""
+    try:
+        busy_key, *other_keys = keys_on_distinct_nodes(client, key)
+        # A transaction stays on one slot; a plain pipeline spans all three nodes, and the
+        # busy node comes last (the others' connections are already taken) or first.
+        if kind == "transaction":
+            names = [f"{{{busy_key}}}{i}" for i in range(3)]
+        else:
+            names = [busy_key, *other_keys] if kind == "busy-node-first" else [*other_keys, busy_key]
+        for name in (busy_key, *other_keys, *names):
+            client.set(name, "v")
+        busy = node_pool(client, busy_key)
+        others = [node_pool(client, name) for name in other_keys]
+
+        refreshes: list[float] = []
+        initialize = NodesManager.initialize
+
+        def counting_initialize(self: NodesManager, *args: Any, **kwargs: Any) -> Any:
+            refreshes.append(time.monotonic())
+            return initialize(self, *args, **kwargs)
+
+        monkeypatch.setattr(NodesManager, "initialize", counting_initialize)
+
+        # A BLPOP holds the busy node's only connection until the test pushes to its list.
+        queue = f"{{{busy_key}}}queue"  # a hash tag: the busy key's slot
+        popped: list[Any] = []
+        blocker = threading.Thread(target=lambda: popped.append(client.blpop([queue], timeout=30)))
+        blocker.start()
+        wait_until(lambda: busy.stats()["in_use"] == 1)
+
+        pipe = client.pipeline(transaction=kind == "transaction")
+        for name in names:
+            pipe.get(name)
+        started = time.monotonic()
+        expected = redispool.TooManyWaiters if waiting else redispool.PoolTimeout
+        with pytest.raises(expected):
+            pipe.execute()
+        elapsed = time.monotonic() - started
+
+        # One wait in the busy node's pool (none without waiting), then the error: no retry,
+        # no refresh (redis-py's own pipeline handling took 3.3 s and 7 refreshes here), and
+        # the connections the pipeline already held on the other nodes went back.
+        assert (0 if waiting else timeout) <= elapsed < timeout + 1.0, elapsed
+        assert refreshes == []
+        assert busy.stats()["timeouts"] == (0 if waiting else 1)
+        assert all(pool.stats()["in_use"] == 0 for pool in others)
+        assert client.get_node_from_key(busy_key).redis_connection.connection_pool is busy
+
+        # Once the BLPOP returns, the same pipeline object works again, on the same pools.
+        with admin(client.get_node_from_key(busy_key).port) as node:
+            node.rpush(queue, "x")
+        blocker.join(timeout=10)
+        assert [list(reply) for reply in popped] == [[queue.encode(), b"x"]]
+        for name in names:
+            pipe.get(name)
+        assert pipe.execute() == [b"v"] * len(names)
+        assert refreshes == []
+        assert client.get_node_from_key(busy_key).redis_connection.connection_pool is busy
+    finally:
+        if blocker is not None and blocker.is_alive():
+            with admin(client.get_node_from_key(queue).port) as node:
+                node.rpush(queue, "x")
+            blocker.join(timeout=10)
+        client.close()
 
 
 @pytest.mark.slow
