@@ -81,11 +81,11 @@ def test_a_server_without_tls_serves_tls_through_the_registered_front_end(tmp_pa
         with redis.Redis(port=tls_port, ssl=True, ssl_ca_certs=str(certs.ca), host="localhost") as tls:
             assert tls.set("k", "v") and tls.get("k") == b"v"
         context = ssl.create_default_context(cafile=str(certs.ca))
-        with socket.create_connection(("127.0.0.1", tls_port)) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as sock:
-                assert sock.version() in ("TLSv1.2", "TLSv1.3")
-                sock.sendall(b"PING\r\n")
-                assert sock.recv(16) == b"+PONG\r\n"
+        raw = socket.create_connection(("127.0.0.1", tls_port))
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            assert sock.version() in ("TLSv1.2", "TLSv1.3")
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(16) == b"+PONG\r\n"
     if not supports_tls(server.binary):
         assert server.tls_options["tls-port"] == str(tls_port)
         assert not any(arg.startswith("--tls-") for arg in server.command())
