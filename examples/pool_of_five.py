@@ -34,7 +34,11 @@ def main() -> None:
         # A pipeline runs on one checked-out connection from start to finish.
         with client.pipeline() as pipe:
             client.delete("example:counter")
-            print("pipeline:", pipe.incr("example:counter").incr("example:counter").execute())
+            # redis-py types a pipeline's commands as returning "ResponseT", not the pipeline,
+            # so mypy --strict refuses pipe.incr(...).incr(...): queue one call per line.
+            pipe.incr("example:counter")
+            pipe.incr("example:counter")
+            print("pipeline:", pipe.execute())
 
         for info in pool.connections():
             print(f"connection #{info.id}: {info.state}, used {info.uses}x, idle {info.idle_for:.3f}s")

