@@ -18,9 +18,10 @@ redis-py >= 6.3 passes to the caller without refreshing the cluster topology.
 redis-py's ``ClusterPipeline`` does not make that distinction: any ``ConnectionError``
 while it gathers node connections, ``PoolTimeout`` included, refreshes the topology and
 starts over, up to its retry count. :class:`ClusterClient` pipelines raise the
-``PoolTimeout`` (or ``TooManyWaiters``) at once instead: the client's ``NodesManager.initialize`` refuses to run
-while a pipeline of this thread is handling a ``PoolTimeout``, and the refusal, which
-redis-py does not retry, carries the ``PoolTimeout`` out to ``execute()``. By then
+``PoolTimeout`` (or ``TooManyWaiters``) at once instead: the client's
+``NodesManager.initialize`` refuses to run while a pipeline of this thread is handling a
+``PoolTimeout``, and the refusal, which redis-py does not retry, carries the ``PoolTimeout``
+out to ``execute()``. By then
 redis-py has already returned the connections it took from the other nodes. A
 transaction pipeline (redis-py >= 6) retries through ``Retry.call_with_retry`` instead;
 its failure handler re-raises a ``PoolTimeout``, which ends the retries.
