@@ -34,7 +34,7 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _commands, _retry
+from . import _commands, _lean, _retry
 from ._health import socket_of
 from ._pool import ConnectionPool
 from ._retry import RetryPolicy
@@ -106,6 +106,10 @@ class Client(redis.Redis):
         self.auto_close_connection_pool = owned
         if not hasattr(self, "single_connection_lock"):  # redis-py < 5.0.2 has none
             self.single_connection_lock = threading.RLock()
+        # Decided once: may plain commands skip redis-py's layers? (see _lean)
+        refusal = _lean.eligible(self, connection_pool, Client)
+        self._lean_refusal = "single_connection_client" if single_connection_client else refusal
+        self._lean = self._lean_refusal is None
 
     @classmethod
     def from_url(cls: type[_C], url: str, **kwargs: Any) -> _C:
@@ -162,8 +166,14 @@ class Client(redis.Redis):
         if self.connection is not None or self._pin is not None:
             return self._attempt_held(args, options)
         pool: Any = self.connection_pool
+        try:
+            lean = _lean.ROUTES[args[0]] if self._lean else _lean.FULL
+        except (KeyError, TypeError):
+            lean = _lean.route(args[0])
         conn = pool.get_connection()
         try:
+            if lean and conn._sock is not None:
+                return _lean.run(self, conn, args, options, lean)
             return self._send_command_parse_response(conn, args[0], *args, **options)
         except (RedisConnectionError, RedisTimeoutError):
             # redis-py usually closed it already; make sure it is never pooled half-read.
