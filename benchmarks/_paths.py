@@ -8,6 +8,7 @@ hiredis's ``pack_command`` and ``Reader``: what any Python client must at least 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -29,8 +30,6 @@ NAMES = (FLOOR, SINGLE, REDIS_PY, DROP_IN, CLIENT)
 
 def floor(url: str, size: int, threads: int) -> Path:
     """One raw socket per thread; no locking, no pooling: the physical floor."""
-    import threading
-
     import hiredis  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     parts = urlparse(url)
@@ -39,18 +38,16 @@ def floor(url: str, size: int, threads: int) -> Path:
     pack = hiredis.pack_command
 
     def get(key: Any) -> Any:
-        try:
-            sock, reader = local.pair
-        except AttributeError:
+        if not hasattr(local, "pair"):
             sock = socket.create_connection((parts.hostname or "localhost", parts.port or 6379))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks.append(sock)
-            reader = hiredis.Reader()
-            local.pair = sock, reader
+            local.pair = sock, hiredis.Reader(), bytearray(65536)
+        sock, reader, buffer = local.pair
         sock.sendall(pack(("GET", key)))
         reply = reader.gets()
         while reply is False:
-            reader.feed(sock.recv(65536))
+            reader.feed(buffer, 0, sock.recv_into(buffer))
             reply = reader.gets()
         return reply
 
@@ -96,23 +93,45 @@ FACTORIES: dict[str, Callable[[str, int, int], Path]] = {
 }
 
 
-def checkout(url: str, size: int, threads: int) -> Path:
-    pool = redispool.ConnectionPool.from_url(url, max_connections=size, timeout=30)
+def pipeline(name: str, url: str, size: int) -> tuple[Callable[[list[Any]], Any], Callable[[], None]]:
+    """``run(keys)``: one pipeline of GETs (no MULTI) on redis-py's client or redispool's."""
+    if name == CLIENT:
+        client: Any = redispool.Client.from_url(url, max_connections=size, timeout=30)
+        close: Callable[[], None] = client.close
+    else:
+        pool = redis.ConnectionPool.from_url(url)
+        client = redis.Redis(connection_pool=pool)
+        close = pool.disconnect
 
-    def get(key: Any) -> Any:
-        pool.release(pool.get_connection())
+    def run(keys: list[Any]) -> Any:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute()
 
-    return get, pool.shutdown
-
-
-def checkout_rp(url: str, size: int, threads: int) -> Path:
-    pool = redis.ConnectionPool.from_url(url, max_connections=size)
-
-    def get(key: Any) -> Any:
-        pool.release(pool.get_connection())
-
-    return get, pool.disconnect
+    return run, close
 
 
-FACTORIES["checkout"] = checkout
-FACTORIES["checkout_rp"] = checkout_rp
+CHECKOUT_REDISPOOL = "redispool.ConnectionPool"
+CHECKOUT_REDIS = "redis.ConnectionPool"
+CHECKOUT_BLOCKING = "redis.BlockingConnectionPool"
+
+
+def checkout(name: str, url: str, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``once()``: borrow one connection and give it back, the pool's whole cost per command."""
+    pool: Any
+    if name == CHECKOUT_REDISPOOL:
+        pool = redispool.ConnectionPool.from_url(url, max_connections=size, timeout=30)
+        close = pool.shutdown
+    elif name == CHECKOUT_BLOCKING:
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=30)
+        close = pool.disconnect
+    else:
+        pool = redis.ConnectionPool.from_url(url, max_connections=size)
+        close = pool.disconnect
+    get, release = pool.get_connection, pool.release
+
+    def once() -> None:
+        release(get())
+
+    return once, close
