@@ -231,7 +231,9 @@ class Client(redis.Redis):
         pool: Any = self.connection_pool
         if self._pin is not None:
             pool = _PinnedPool(pool, self._held_connection())
-        return ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe = ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe._lean = self._lean
+        return pipe
 
     @contextlib.contextmanager
     def pinned(self, timeout: float | None = ...) -> Iterator[Client]:  # type: ignore[assignment]
@@ -266,7 +268,13 @@ class Client(redis.Redis):
 
 
 class ClientPipeline(Pipeline):
-    """redis-py's pipeline, made aware of blocking commands' block time."""
+    """redis-py's pipeline, made aware of blocking commands' block time.
+
+    Without MULTI, on a client that takes the lean path, plain commands are packed and
+    read by :func:`redispool._lean.run_pipeline`; anything else runs as in redis-py.
+    """
+
+    _lean = False
 
     def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
         # Commands run at once while WATCHing (pipe.get(...) before pipe.multi()).
@@ -281,6 +289,10 @@ class ClientPipeline(Pipeline):
         # Inside MULTI blocking commands do not block, so only plain pipelines need this.
         block = _total_block(args for args, _options in commands)
         if block is None:
+            if self._lean and connection._sock is not None:
+                result = _lean.run_pipeline(self, connection, commands, raise_on_error)
+                if result is not _lean.NOT_SERVED:
+                    return result
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
         with _read_timeout_extended(connection, block):
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]

@@ -25,6 +25,8 @@ and keeps the full path's guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +83,8 @@ _MAX_ROUTES = 1024
 _CaseInsensitiveDict: Any = getattr(redis.client, "CaseInsensitiveDict", dict)
 _dict_get = dict.get
 _MISSING: Any = object()
+#: What :func:`run_pipeline` returns when the full path must run the pipeline.
+NOT_SERVED: Any = _MISSING
 
 
 def eligible(client: Any, pool: Any, base_class: type[Any]) -> str | None:
@@ -227,3 +231,92 @@ def run(client: Any, conn: Any, args: tuple[Any, ...], options: dict[str, Any], 
     if not options or (len(options) == 1 and "keys" in options):
         return callback(response)
     return callback(response, **{k: v for k, v in options.items() if k not in _PARSE_ONLY})
+
+
+def run_pipeline(pipe: Any, conn: Any, commands: list[Any], raise_on_error: bool) -> Any:
+    """A pipeline without MULTI in one packed write, or ``_MISSING`` to take the full path.
+
+    Taken only with hiredis packing and when every command is one :func:`route` serves;
+    replies, error replies (kept in place, the first raised when ``raise_on_error``),
+    callbacks and the reply counter behave as in :func:`run`.
+    """
+    if not HIREDIS:
+        return _MISSING
+    routes: list[Any] = []
+    for args, _options in commands:
+        lean = route(args[0]) if args else FULL
+        if lean is FULL:
+            return _MISSING
+        routes.append(lean)
+    if _reconcile_discards is not None and getattr(conn, "himport_registry", None) is not None:
+        _reconcile_discards(pipe, conn)  # redis-py 8's deferred HIMPORT discards, as it does
+    try:
+        packed = b"".join(
+            [
+                _hiredis_pack(args if words is None else words + args[1:])
+                for (args, _), (words, _k) in zip(commands, routes, strict=True)
+            ]
+        )
+    except TypeError:
+        return _MISSING  # redis-py's own packer converts or refuses the argument
+    sock = conn._sock
+    conn._rp_pending += len(commands)
+    try:
+        sock.sendall(packed)
+    except TimeoutError as error:  # socket.timeout
+        conn.disconnect()
+        raise RedisTimeoutError("Timeout writing to socket") from error
+    except OSError as error:
+        conn.disconnect()
+        code, message = ("UNKNOWN", error.args[0]) if len(error.args) == 1 else error.args[:2]
+        raise RedisConnectionError(f"Error {code} while writing to socket. {message}.") from error
+    except BaseException:
+        conn.disconnect()
+        raise
+    parser = conn._parser
+    callbacks = pipe.response_callbacks
+    kind = type(callbacks)
+    responses: list[Any] = []
+    for (args, options), (_words, key) in zip(commands, routes, strict=True):
+        try:
+            if options and NEVER_DECODE in options:
+                response = parser.read_response(disable_decoding=True)
+            else:
+                response = parser.read_response()
+        except TimeoutError as error:  # socket.timeout
+            conn.disconnect()
+            raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from error
+        except OSError as error:
+            conn.disconnect()
+            raise RedisConnectionError(
+                f"Error while reading from {conn._host_error()} : {error.args}"
+            ) from error
+        except BaseException:
+            conn.disconnect()
+            raise
+        if conn._rp_pending:
+            conn._rp_pending -= 1
+        if isinstance(response, ResponseError):
+            responses.append(options[EMPTY_RESPONSE] if options and EMPTY_RESPONSE in options else response)
+            continue
+        if kind is _CaseInsensitiveDict:
+            callback = _dict_get(callbacks, key, _MISSING)
+        elif kind is dict:
+            callback = _dict_get(callbacks, args[0], _MISSING)
+        else:
+            callback = callbacks[args[0]] if args[0] in callbacks else _MISSING  # noqa: SIM401
+        if callback is _MISSING:
+            responses.append(response)
+        elif not options or (len(options) == 1 and "keys" in options):
+            responses.append(callback(response))
+        else:
+            responses.append(callback(response, **{k: v for k, v in options.items() if k not in _PARSE_ONLY}))
+    if raise_on_error:
+        pipe.raise_first_error(commands, responses)
+    return responses
+
+
+# redis-py >= 8 reconciles deferred HIMPORT discards before every pipeline.
+_reconcile_discards: Any = None
+with contextlib.suppress(ImportError, AttributeError):
+    _reconcile_discards = importlib.import_module("redis._himport_exec").reconcile_discards

@@ -322,3 +322,22 @@ def test_routes() -> None:
     for name in ("MULTI", "select", "CLIENT SETNAME", b"WATCH", "BLPOP", "XREAD", "SUBSCRIBE", "HIMPORT SET"):
         assert _lean.route(name) is _lean.FULL, name
     assert _lean.route(["unhashable"]) is _lean.FULL
+
+
+def test_pipeline_replies_errors_and_callbacks(client: redispool.Client, key: str) -> None:
+    client.set(f"{key}text", "abc")
+    client.get(key)  # the fixture's lean check wants one plain command too
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(key, "1").incr(key).incr(f"{key}text").hset(f"{key}h", "f", "v").hgetall(f"{key}h")
+        replies = pipe.execute(raise_on_error=False)
+    assert replies[:2] == [True, 2]
+    assert isinstance(replies[2], redis.ResponseError)
+    assert replies[3:] == [1, {b"f": b"v"}]
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(key).incr(f"{key}text").get(key)
+        with pytest.raises(redis.ResponseError, match="Command # 2"):
+            pipe.execute()
+    assert client.get(key) == b"2"  # every reply was read: nothing stale
+    assert client.pool.stats()["closed_dirty"] == 0
+    with client.pipeline() as pipe:  # MULTI/EXEC: redis-py's own path
+        assert pipe.incr(key).get(key).execute() == [3, b"3"]
