@@ -25,8 +25,8 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from redis.client import Pipeline
@@ -222,7 +222,7 @@ class Client(redis.Redis):
 
     # ------------------------------------------------------------------ pinning
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ClientPipeline:
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ClientPipeline:  # type: ignore[override]
         """A pipeline (``transaction=True``: MULTI/EXEC) that holds one connection per execute.
 
         On a pinned client it runs on the pinned connection. Pipelines are never retried:
@@ -231,12 +231,12 @@ class Client(redis.Redis):
         pool: Any = self.connection_pool
         if self._pin is not None:
             pool = _PinnedPool(pool, self._held_connection())
-        pipe = ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe = _ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
         pipe._lean = self._lean
-        return pipe
+        return cast(ClientPipeline, pipe)
 
     @contextlib.contextmanager
-    def pinned(self, timeout: float | None = ...) -> Iterator[Client]:  # type: ignore[assignment]
+    def pinned(self: _C, timeout: float | None = ...) -> Iterator[_C]:  # type: ignore[assignment]
         """``with client.pinned() as c:`` run every command of the block on one connection.
 
         For session state: ``SELECT``, ``CLIENT SETNAME``, ``WATCH`` and ``MULTI`` by hand;
@@ -267,7 +267,7 @@ class Client(redis.Redis):
                 pool.release(held)
 
 
-class ClientPipeline(Pipeline):
+class _ClientPipeline(Pipeline):
     """redis-py's pipeline, made aware of blocking commands' block time.
 
     Without MULTI, on a client that takes the lean path, plain commands are packed and
@@ -296,6 +296,36 @@ class ClientPipeline(Pipeline):
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
         with _read_timeout_extended(connection, block):
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
+
+
+_ClientPipeline.__name__ = _ClientPipeline.__qualname__ = "ClientPipeline"
+
+if TYPE_CHECKING:
+
+    class ClientPipeline:
+        """What type checkers see: every queued command returns the pipeline, so
+        ``pipe.incr("n").incr("n")`` checks. (redis-py types its pipeline's commands
+        with the client's return types.) At run time this is ``_ClientPipeline``."""
+
+        command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]]
+        transaction: bool
+        watching: bool
+
+        def __enter__(self) -> ClientPipeline: ...
+        def __exit__(self, *exc_info: object) -> None: ...
+        def __len__(self) -> int: ...
+        def __bool__(self) -> bool: ...
+        def execute(self, raise_on_error: bool = True) -> list[Any]: ...
+        def multi(self) -> None: ...
+        def watch(self, *names: Any) -> bool: ...
+        def unwatch(self) -> bool: ...
+        def reset(self) -> None: ...
+        def discard(self) -> None: ...
+        def execute_command(self, *args: Any, **options: Any) -> Any: ...
+        def __getattr__(self, name: str) -> Callable[..., ClientPipeline]: ...
+
+else:
+    ClientPipeline = _ClientPipeline
 
 
 class _PinnedPool:
