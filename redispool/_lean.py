@@ -54,7 +54,7 @@ __all__ = ["FULL", "HIREDIS", "ROUTES", "eligible", "route", "run"]
 HIREDIS = _hiredis_pack is not None
 
 # Connection methods the lean path stands in for. A connection class that defines
-# any of them itself (outside redis-py) wants to see every command: full path.
+# any of them outside redis.connection wants to see every command: full path.
 _IO_METHODS = (
     "send_command",
     "send_packed_command",
@@ -115,7 +115,9 @@ def eligible(client: Any, pool: Any, base_class: type[Any]) -> str | None:
         return "the connection class cannot be tracked"
     for name in _IO_METHODS:
         owner = _definer(connection_class, name)
-        if owner is not None and not owner.__module__.startswith("redis."):
+        # Only redis-py's plain connection classes: SentinelManagedConnection (in
+        # redis.sentinel) reads replies itself to spot a demoted master, for one.
+        if owner is not None and owner.__module__ != "redis.connection":
             return f"{connection_class.__name__} overrides {name} (in {owner.__qualname__})"
     return None
 

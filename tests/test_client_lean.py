@@ -341,3 +341,19 @@ def test_pipeline_replies_errors_and_callbacks(client: redispool.Client, key: st
     assert client.pool.stats()["closed_dirty"] == 0
     with client.pipeline() as pipe:  # MULTI/EXEC: redis-py's own path
         assert pipe.incr(key).get(key).execute() == [3, b"3"]
+
+
+def test_sentinel_managed_connections_keep_the_full_path() -> None:
+    from redis.sentinel import SentinelManagedConnection
+
+    bare = redispool.Client.__new__(redispool.Client)  # eligible() looks at the class only
+    refusal = _lean.eligible(bare, _FakePool(SentinelManagedConnection), redispool.Client)
+    assert "SentinelManagedConnection overrides read_response" in str(refusal)
+
+
+class _FakePool:
+    cache = None
+    connection_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, connection_class: type[Any]) -> None:
+        self.connection_class = connection_class
