@@ -25,8 +25,8 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from redis.client import Pipeline
@@ -34,7 +34,7 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _commands, _retry
+from . import _commands, _lean, _retry
 from ._health import socket_of
 from ._pool import ConnectionPool
 from ._retry import RetryPolicy
@@ -106,6 +106,10 @@ class Client(redis.Redis):
         self.auto_close_connection_pool = owned
         if not hasattr(self, "single_connection_lock"):  # redis-py < 5.0.2 has none
             self.single_connection_lock = threading.RLock()
+        # Decided once: may plain commands skip redis-py's layers? (see _lean)
+        refusal = _lean.eligible(self, connection_pool, Client)
+        self._lean_refusal = "single_connection_client" if single_connection_client else refusal
+        self._lean = self._lean_refusal is None
 
     @classmethod
     def from_url(cls: type[_C], url: str, **kwargs: Any) -> _C:
@@ -162,8 +166,14 @@ class Client(redis.Redis):
         if self.connection is not None or self._pin is not None:
             return self._attempt_held(args, options)
         pool: Any = self.connection_pool
+        try:
+            lean = _lean.ROUTES[args[0]] if self._lean else _lean.FULL
+        except (KeyError, TypeError):
+            lean = _lean.route(args[0])
         conn = pool.get_connection()
         try:
+            if lean and conn._sock is not None:
+                return _lean.run(self, conn, args, options, lean)
             return self._send_command_parse_response(conn, args[0], *args, **options)
         except (RedisConnectionError, RedisTimeoutError):
             # redis-py usually closed it already; make sure it is never pooled half-read.
@@ -212,7 +222,7 @@ class Client(redis.Redis):
 
     # ------------------------------------------------------------------ pinning
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ClientPipeline:
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> ClientPipeline:  # type: ignore[override]
         """A pipeline (``transaction=True``: MULTI/EXEC) that holds one connection per execute.
 
         On a pinned client it runs on the pinned connection. Pipelines are never retried:
@@ -221,10 +231,12 @@ class Client(redis.Redis):
         pool: Any = self.connection_pool
         if self._pin is not None:
             pool = _PinnedPool(pool, self._held_connection())
-        return ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe = _ClientPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe._lean = self._lean
+        return cast(ClientPipeline, pipe)
 
     @contextlib.contextmanager
-    def pinned(self, timeout: float | None = ...) -> Iterator[Client]:  # type: ignore[assignment]
+    def pinned(self: _C, timeout: float | None = ...) -> Iterator[_C]:  # type: ignore[assignment]
         """``with client.pinned() as c:`` run every command of the block on one connection.
 
         For session state: ``SELECT``, ``CLIENT SETNAME``, ``WATCH`` and ``MULTI`` by hand;
@@ -255,8 +267,14 @@ class Client(redis.Redis):
                 pool.release(held)
 
 
-class ClientPipeline(Pipeline):
-    """redis-py's pipeline, made aware of blocking commands' block time."""
+class _ClientPipeline(Pipeline):
+    """redis-py's pipeline, made aware of blocking commands' block time.
+
+    Without MULTI, on a client that takes the lean path, plain commands are packed and
+    read by :func:`redispool._lean.run_pipeline`; anything else runs as in redis-py.
+    """
+
+    _lean = False
 
     def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
         # Commands run at once while WATCHing (pipe.get(...) before pipe.multi()).
@@ -271,9 +289,43 @@ class ClientPipeline(Pipeline):
         # Inside MULTI blocking commands do not block, so only plain pipelines need this.
         block = _total_block(args for args, _options in commands)
         if block is None:
+            if self._lean and connection._sock is not None:
+                result = _lean.run_pipeline(self, connection, commands, raise_on_error)
+                if result is not _lean.NOT_SERVED:
+                    return result
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
         with _read_timeout_extended(connection, block):
             return super()._execute_pipeline(connection, commands, raise_on_error)  # type: ignore[no-untyped-call]
+
+
+_ClientPipeline.__name__ = _ClientPipeline.__qualname__ = "ClientPipeline"
+
+if TYPE_CHECKING:
+
+    class ClientPipeline:
+        """What type checkers see: every queued command returns the pipeline, so
+        ``pipe.incr("n").incr("n")`` checks. (redis-py types its pipeline's commands
+        with the client's return types.) At run time this is ``_ClientPipeline``."""
+
+        command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]]
+        transaction: bool
+        watching: bool
+
+        def __enter__(self) -> ClientPipeline: ...
+        def __exit__(self, *exc_info: object) -> None: ...
+        def __len__(self) -> int: ...
+        def __bool__(self) -> bool: ...
+        def execute(self, raise_on_error: bool = True) -> list[Any]: ...
+        def multi(self) -> None: ...
+        def watch(self, *names: Any) -> bool: ...
+        def unwatch(self) -> bool: ...
+        def reset(self) -> None: ...
+        def discard(self) -> None: ...
+        def execute_command(self, *args: Any, **options: Any) -> Any: ...
+        def __getattr__(self, name: str) -> Callable[..., ClientPipeline]: ...
+
+else:
+    ClientPipeline = _ClientPipeline
 
 
 class _PinnedPool:
