@@ -1,0 +1,85 @@
+"""Real network faults (namespaces, veth, iptables, SIGSTOP, restarts, latency) under load.
+
+For each fault in :mod:`tests.netfault`, 32 threads run through ``redis.Redis`` over a
+redispool pool and through :class:`redispool.Client`, and the test asserts what users
+count on: no wrong reply, every operation ends by its own bound plus 50 ms, no slot is
+lost, the stats invariant holds, and latency is back to its baseline within
+``ping_timeout`` + 1 s of the fault's end. redis-py's own pool is measured by
+``benchmarks/faults_table.py``, not asserted here.
+
+They need root, iproute2 and iptables: without them they skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from .faultload import Settings, run_fault
+from .netfault import FAULTS, Lab, prerequisites, sweep_stale
+from .support import missing
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = prerequisites()
+    if reason:
+        missing(reason)
+    made = Lab()
+    try:
+        made.open()
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def healthy_lab(lab: Lab) -> Iterator[Lab]:
+    """The module's lab with no fault left over and a server that answers."""
+    lab.heal()
+    if lab.process is None or lab.process.poll() is not None:
+        lab.start_server()
+    yield lab
+    lab.heal()
+
+
+@pytest.mark.parametrize("kind", ["redis", "client"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault(healthy_lab: Lab, fault: str, kind: str) -> None:
+    settings = Settings()
+    outcome = run_fault(healthy_lab, kind, fault, settings)
+    assert outcome.calls > 1000, outcome  # the load really ran
+    assert outcome.wrong == 0, outcome.wrong_examples
+    assert outcome.worst_overshoot <= outcome.allowance, (outcome.worst_op, f"machine lag {outcome.lag:.3f}s")
+    assert outcome.slots_ok, outcome.slots_detail
+    assert outcome.invariant == "", outcome.invariant
+    windows = [f"+{at:.2f}s n={n} errors={e} p99={p99 * 1000:.0f}ms" for at, n, e, p99 in outcome.windows]
+    baseline = f"baseline p99 {outcome.baseline_p99 * 1000:.0f}ms"
+    assert outcome.recovery is not None, (baseline, windows)
+    assert outcome.recovery <= settings.ping_timeout + 1.0, (baseline, windows)
+    assert outcome.errors_after_recovery == 0, (baseline, windows)
+
+
+def test_lab_cleans_up_after_itself() -> None:
+    reason = prerequisites()
+    if reason:
+        missing(reason)
+    made = Lab()
+    with made:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert made.netns in names
+        made.inject("blackhole", hold=lambda seconds: None)
+        pid = made.process.pid if made.process else None
+        assert pid is not None
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert made.netns not in names
+    assert made.host_if not in links
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert sweep_stale() == []
