@@ -40,7 +40,7 @@ DESCRIPTIONS = {
 
 HEADER = (
     "| fault | pool | calls | wrong replies | late writes | errors (share of calls) "
-    "| worst overshoot | recovery | slots kept |\n|---|---|---:|---:|---:|---|---:|---:|---|"
+    "| worst overshoot (machine lag) | recovery | slots kept |\n|---|---|---:|---:|---:|---|---:|---:|---|"
 )
 
 
@@ -55,7 +55,7 @@ def row(outcome: Outcome, settings: Settings) -> str:
     return (
         f"| {DESCRIPTIONS[outcome.fault]} | {LABELS[outcome.kind]} | {outcome.calls} | {outcome.wrong} | "
         f"{outcome.late_writes} | "
-        f"{errors} ({rate}) | {over:.0f} ms | {recovery} | {slots} |"
+        f"{errors} ({rate}) | {over:.0f} ms ({outcome.lag * 1000:.0f} ms) | {recovery} | {slots} |"
     )
 
 

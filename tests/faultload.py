@@ -49,7 +49,7 @@ class Settings:
 
     def bounds(self) -> dict[str, float]:
         return {"acquire": self.timeout, "read": self.socket_timeout, "send": self.socket_timeout,
-                "ping": self.ping_timeout}  # fmt: skip
+                "ping": self.ping_timeout, "connect": self.socket_connect_timeout}  # fmt: skip
 
 
 class Recorder:
@@ -91,6 +91,16 @@ def timed_connection_class(recorder: Recorder) -> type[redis.Connection]:
                 recorder.add("send", start, error)
                 raise
             recorder.add("send", start, None)
+
+        def _connect(self) -> Any:
+            start = time.monotonic()
+            try:
+                sock = super()._connect()  # type: ignore[misc]
+            except BaseException as error:
+                recorder.add("connect", start, error)
+                raise
+            recorder.add("connect", start, None)
+            return sock
 
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             kind = "ping" if self._last_command == "PING" else "read"
