@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"open fds: {samples[0][2]} -> {samples[-1][2]}, slope {slope(fds):+.3f} fds/min")
     for pool, start, stats in zip(pools, after_warmup, final, strict=True):
         end_gauges = {k: stats[k] for k in GAUGES}
-        print(f"pool {pool.name}: gauges after warm-up {start}, after the run {end_gauges}")
+        print(f"pool {pool.name}: gauges under load after warm-up {start}; after the run {end_gauges}")
         counters: dict[str, Any] = {
             k: stats[k] for k in ("borrows", "returns", "reclaimed", "connects", "timeouts", "health_ping")
         }

@@ -171,6 +171,8 @@ class Outcome:
     errors_after_recovery: int = 0
     lag: float = 0.0  # worst lateness of a 10 ms timed wait on this machine during the run
     errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    messages: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # redispool's, after the run
     overshoot: dict[str, float] = dataclasses.field(default_factory=dict)  # op kind -> worst seconds
     worst_op: str = ""
     baseline_p99: float = 0.0
@@ -216,6 +218,7 @@ class _Worker(threading.Thread):
         self.wrong: list[str] = []
         self.late: list[str] = []  # GET saw the value of a SET that failed earlier
         self.failed_sets: set[bytes] = set()
+        self.messages: collections.Counter[str] = collections.Counter()  # error label: message
 
     def _call(self, fn: Any, *args: Any) -> tuple[bool, Any]:
         start = time.monotonic()
@@ -223,6 +226,8 @@ class _Worker(threading.Thread):
         try:
             reply = fn(*args)
         except redis.RedisError as error:
+            if len(self.messages) < 20:
+                self.messages[f"{error_label(error)}: {str(error)[:90]}"] += 1
             if self.record:
                 self.calls.append((start, time.monotonic() - start, error_label(error)))
             else:
@@ -382,6 +387,8 @@ def run_fault(lab: Lab, kind: str, fault: str, settings: Settings | None = None)
         probe.join()
         outcome.lag = max(lags, default=0.0)
         outcome.errors.update(error for _, _, error in calls if error)
+        for worker in workers:
+            outcome.messages.update(worker.messages)
         bounds = settings.bounds()
         for op, began, seconds, error, thread in recorder.ops:
             over = seconds - bounds[op]
@@ -402,7 +409,8 @@ def run_fault(lab: Lab, kind: str, fault: str, settings: Settings | None = None)
         pool = client.connection_pool
         if isinstance(pool, redispool.ConnectionPool):
             outcome.invariant = invariant_problem(pool)
-            outcome.gauges = {k: v for k, v in pool.stats().items() if k in ("size", "idle", "in_use")}
+            outcome.stats = pool.stats()
+            outcome.gauges = {k: v for k, v in outcome.stats.items() if k in ("size", "idle", "in_use")}
     finally:
         stop.set()
         for worker in workers:
