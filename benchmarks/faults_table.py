@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faultload import KINDS, Outcome, Settings, run_fault
+from tests.faultload import KINDS, Outcome, Settings, idle_half_open, run_fault
 from tests.netfault import FAULTS, Lab, prerequisites
 
 LABELS = {
@@ -38,6 +38,7 @@ DESCRIPTIONS = {
 }
 
 
+IDLE_CASES = (("redis", 0.5), ("redis", None), ("client", 0.5), ("client", None), ("redis-py", None))
 HEADER = (
     "| fault | pool | calls | wrong replies | late writes | errors (share of calls) "
     "| worst overshoot (machine lag) | recovery | slots kept |\n|---|---|---:|---:|---:|---|---:|---:|---|"
@@ -87,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = run_fault(lab, kind, fault, settings)
                 outcomes.append(outcome)
                 print(row(outcome, settings), flush=True)
+        print(
+            "\nIdle connections silently forgotten by the network (a NAT or firewall timeout), "
+            "then 8 threads run one GET each:\n"
+        )
+        print("| pool | ping_after_idle | errors | slowest call |\n|---|---:|---|---:|")
+        for kind, ping_after_idle in IDLE_CASES:
+            outcome = idle_half_open(lab, kind, settings, ping_after_idle)
+            errors = ", ".join(f"{name} {count}" for name, count in outcome.errors.most_common()) or "none"
+            shown = "n/a" if kind == "redis-py" else str(ping_after_idle)
+            print(f"| {LABELS[kind]} | {shown} | {errors} | {outcome.overshoot['call']:.3f} s |", flush=True)
     print(f"\n(matrix took {time.monotonic() - started:.0f} s)", file=sys.stderr)
     if args.json:
         data = [{**vars(o), "errors": dict(o.errors), "worst_overshoot": o.worst_overshoot} for o in outcomes]

@@ -130,7 +130,14 @@ def _timed_pool_class(base: type[Any], method: str, recorder: Recorder) -> type[
     return type(f"Timed{base.__name__}", (base,), {method: timed})
 
 
-def make_client(kind: str, host: str, port: int, settings: Settings, recorder: Recorder) -> redis.Redis:
+def make_client(
+    kind: str,
+    host: str,
+    port: int,
+    settings: Settings,
+    recorder: Recorder,
+    ping_after_idle: float | None = 2.0,
+) -> redis.Redis:
     connection = {
         "host": host,
         "port": port,
@@ -147,6 +154,7 @@ def make_client(kind: str, host: str, port: int, settings: Settings, recorder: R
         max_connections=settings.max_connections,
         timeout=settings.timeout,
         ping_timeout=settings.ping_timeout,
+        ping_after_idle=ping_after_idle,
         **connection,
     )
     if kind == "client":
@@ -416,6 +424,50 @@ def run_fault(lab: Lab, kind: str, fault: str, settings: Settings | None = None)
         for worker in workers:
             worker.join(timeout=30)
         pool = client.connection_pool
+        if isinstance(pool, redispool.ConnectionPool):
+            pool.shutdown()
+        else:
+            pool.disconnect()
+        client.close()
+    return outcome
+
+
+def idle_half_open(
+    lab: Lab, kind: str, settings: Settings, ping_after_idle: float | None, n: int = 8
+) -> Outcome:
+    """``n`` idle connections are silently forgotten by the network (:meth:`Lab.forget_flows`);
+    then ``n`` threads each run one GET. Measures errors and the slowest call."""
+    recorder = Recorder()
+    client = make_client(kind, lab.addr, 6379, settings, recorder, ping_after_idle=ping_after_idle)
+    outcome = Outcome(kind, "idle_half_open")
+    pool = client.connection_pool
+    try:
+        held = [pool.get_connection() for _ in range(n)]  # n connections, then all idle
+        for conn in held:
+            pool.release(conn)
+        time.sleep(max(ping_after_idle or 0.0, 0.0) + 0.1)  # idle long enough for the PING rule
+        lab.forget_flows()
+        barrier = threading.Barrier(n)
+        durations: list[float] = []
+
+        def one() -> None:
+            barrier.wait()
+            start = time.monotonic()
+            try:
+                client.get("redispool-fault:idle")
+            except redis.RedisError as error:
+                outcome.errors[error_label(error)] += 1
+            durations.append(time.monotonic() - start)
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        outcome.calls = n
+        outcome.overshoot = {"call": max(durations, default=0.0)}
+    finally:
+        lab.heal()
         if isinstance(pool, redispool.ConnectionPool):
             pool.shutdown()
         else:

@@ -268,6 +268,14 @@ class Lab:
         out = self._ns("ss", "-Htn", "state", "established", f"( sport = :{PORT} )").stdout
         return [int(line.split()[-1].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()]
 
+    def forget_flows(self) -> None:
+        """Silently drop every flow established now, both ways, as a NAT or firewall that
+        forgot them would; new connections pass. Undone by :meth:`heal`."""
+        for port in self.established_client_ports():
+            inbound = ["-A", "INPUT", "-i", self.peer_if, "-p", "tcp", "--sport", str(port), "-j", "DROP"]
+            outbound = ["-A", "OUTPUT", "-o", self.peer_if, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+            self._iptables(inbound, outbound)
+
     def admin(self) -> socket.socket:
         """A raw connection to the server, opened before a fault that blocks new ones."""
         return socket.create_connection((self.addr, PORT), timeout=2)
