@@ -28,6 +28,7 @@ LABELS = {
     "redis-py": "redis-py BlockingConnectionPool",
 }
 DESCRIPTIONS = {
+    "none": "none (control)",
     "blackhole": "blackhole 3 s (DROP both ways)",
     "loss": "5 % packet loss, 3 s",
     "reset": "TCP RST on established flows",

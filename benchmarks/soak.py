@@ -34,7 +34,7 @@ import redis
 
 import redispool
 from tests.faultload import _Worker, invariant_problem
-from tests.netfault import FAULTS, Lab, hold_until, prerequisites
+from tests.netfault import SOAK_FAULTS, Lab, hold_until, prerequisites
 
 GAUGES = ("size", "idle", "in_use", "connecting", "waiting")
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def inject_faults() -> None:
             while not stop.wait(args.interval):
-                fault = rng.choice(FAULTS)
+                fault = rng.choice(SOAK_FAULTS)
                 start, end = lab.inject(fault, hold=hold_until(stop))
                 faults.append((start - began, fault))
                 print(f"  t={start - began:6.1f}s {fault} ({end - start:.1f}s)", flush=True)

@@ -5,6 +5,7 @@ private /30 (``10.213.X.Y``), and runs its own ``redis-server`` inside it. Fault
 injected inside that namespace only, for a bounded time, so nothing on this machine
 outside the lab (and nothing off it) is touched:
 
+- ``none``: the control run, same load and no fault;
 - ``blackhole``: iptables DROP both ways on the veth, existing and new flows (3 s);
 - ``loss``: 5 % random packet loss both ways (3 s);
 - ``reset``: TCP RST to every flow established when the fault starts (1 s window);
@@ -46,6 +47,7 @@ _counter = itertools.count()
 
 # How long each fault lasts (seconds).
 DURATIONS = {
+    "none": 0.0,  # the control: the same load, no fault
     "blackhole": 3.0,
     "loss": 3.0,
     "reset": 1.0,
@@ -55,6 +57,7 @@ DURATIONS = {
     "slow_handshake": 3.0,
 }
 FAULTS = tuple(DURATIONS)
+SOAK_FAULTS = tuple(fault for fault in FAULTS if fault != "none")
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -289,7 +292,9 @@ class Lab:
         duration = DURATIONS[fault]
         start = time.monotonic()
         try:
-            if fault == "blackhole":
+            if fault == "none":
+                pass
+            elif fault == "blackhole":
                 self._iptables(["-A", "INPUT", "-i", self.peer_if, "-j", "DROP"],
                                ["-A", "OUTPUT", "-o", self.peer_if, "-j", "DROP"])  # fmt: skip
             elif fault == "loss":

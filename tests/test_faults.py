@@ -55,6 +55,8 @@ def test_fault(healthy_lab: Lab, fault: str, kind: str) -> None:
     outcome = run_fault(healthy_lab, kind, fault, settings)
     assert outcome.calls > 1000, outcome  # the load really ran
     assert outcome.wrong == 0, outcome.wrong_examples
+    if fault == "none":  # the control: this load alone makes no error
+        assert not outcome.errors, dict(outcome.messages)
     assert outcome.worst_overshoot <= outcome.allowance, (outcome.worst_op, f"machine lag {outcome.lag:.3f}s")
     assert outcome.slots_ok, outcome.slots_detail
     assert outcome.invariant == "", outcome.invariant
