@@ -24,6 +24,7 @@ import random
 import sys
 import threading
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring starts")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS/fd samples")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--tracemalloc", action="store_true", help="print where memory grew (slow)")
     args = parser.parse_args(argv)
     reason = prerequisites()
     if reason:
@@ -122,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         stop.wait(args.warmup)
+        if args.tracemalloc:
+            tracemalloc.start(8)
+            first = tracemalloc.take_snapshot()
         after_warmup = [{k: pool.stats()[k] for k in GAUGES} for pool in pools]
         injector = threading.Thread(target=inject_faults, daemon=True)
         injector.start()
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set() and time.monotonic() < end:
             samples.append((time.monotonic() - began, rss_kib(), open_fds()))
             stop.wait(min(args.sample, max(0.0, end - time.monotonic())))
+        if args.tracemalloc:
+            grown = tracemalloc.take_snapshot().compare_to(first, "traceback")
         stop.set()
         injector.join(timeout=30)
         for worker in workers:
@@ -168,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  counters {counters}")
         if end_gauges["size"] > stats["max"]:
             problems.append(f"pool {pool.name}: size {end_gauges['size']} above max {stats['max']}")
+    print("RSS MiB every sample: " + " ".join(f"{rss / 1024:.1f}" for _, rss, _ in samples))
+    if args.tracemalloc:
+        for stat in grown[:8]:
+            print(f"grew {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks):")
+            for line in stat.traceback.format()[-8:]:
+                print(f"    {line}")
     for text in wrong[:5]:
         print(f"WRONG: {text}")
     for problem in problems:

@@ -68,7 +68,13 @@ def prerequisites() -> str | None:
     """Why the lab cannot run here (root, iproute2, iptables, redis-server), or None."""
     if os.name != "posix" or os.geteuid() != 0:
         return "network fault tests need root (network namespaces and iptables)"
-    for tool, package in (("ip", "iproute2"), ("ss", "iproute2"), ("iptables", "iptables")):
+    tools = (
+        ("ip", "iproute2"),
+        ("ss", "iproute2"),
+        ("iptables", "iptables"),
+        ("iptables-restore", "iptables"),
+    )
+    for tool, package in tools:
         if shutil.which(tool) is None:
             return f"network fault tests need `{tool}`: apt-get install {package}"
     try:
@@ -254,8 +260,12 @@ class Lab:
     # ------------------------------------------------------------------ faults
 
     def _iptables(self, *rules: list[str]) -> None:
-        for rule in rules:
-            self._ns("iptables", "-w", *rule)
+        """Add ``rules`` to the lab namespace's filter table, all at once (iptables-restore)."""
+        if not rules:
+            return
+        script = "*filter\n" + "".join(" ".join(rule) + "\n" for rule in rules) + "COMMIT\n"
+        argv = ["ip", "netns", "exec", self.netns, "iptables-restore", "-w", "--noflush"]
+        subprocess.run(argv, input=script, check=True, capture_output=True, text=True, timeout=30)
 
     def heal(self) -> None:
         """Undo every network fault: flush the lab namespace's filter rules."""
@@ -274,10 +284,13 @@ class Lab:
     def forget_flows(self) -> None:
         """Silently drop every flow established now, both ways, as a NAT or firewall that
         forgot them would; new connections pass. Undone by :meth:`heal`."""
+        rules: list[list[str]] = []
         for port in self.established_client_ports():
-            inbound = ["-A", "INPUT", "-i", self.peer_if, "-p", "tcp", "--sport", str(port), "-j", "DROP"]
-            outbound = ["-A", "OUTPUT", "-o", self.peer_if, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-            self._iptables(inbound, outbound)
+            rules.append(["-A", "INPUT", "-i", self.peer_if, "-p", "tcp", "--sport", str(port), "-j", "DROP"])
+            rules.append(
+                ["-A", "OUTPUT", "-o", self.peer_if, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+            )
+        self._iptables(*rules)
 
     def admin(self) -> socket.socket:
         """A raw connection to the server, opened before a fault that blocks new ones."""
@@ -302,9 +315,9 @@ class Lab:
                 self._iptables(["-A", "INPUT", "-i", self.peer_if, *random],
                                ["-A", "OUTPUT", "-o", self.peer_if, *random])  # fmt: skip
             elif fault == "reset":
-                for port in self.established_client_ports():
-                    self._iptables(["-A", "INPUT", "-i", self.peer_if, "-p", "tcp", "--sport", str(port),
-                                    "-j", "REJECT", "--reject-with", "tcp-reset"])  # fmt: skip
+                self._iptables(*(["-A", "INPUT", "-i", self.peer_if, "-p", "tcp", "--sport", str(port),
+                                  "-j", "REJECT", "--reject-with", "tcp-reset"]
+                                 for port in self.established_client_ports()))  # fmt: skip
             elif fault == "stall":
                 assert self.process is not None
                 os.kill(self.process.pid, signal.SIGSTOP)

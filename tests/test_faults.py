@@ -25,14 +25,22 @@ from .support import missing
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def open_lab() -> Lab:
+    """A started lab, or skip (fail under CI) naming what is missing."""
     reason = prerequisites()
     if reason:
         missing(reason)
     made = Lab()
     try:
-        made.open()
+        return made.open()  # removes what it made if it fails
+    except subprocess.CalledProcessError as error:  # e.g. root without CAP_SYS_ADMIN
+        missing(f"cannot build the fault lab: {' '.join(error.cmd)}: {error.stderr.strip()}")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    made = open_lab()
+    try:
         yield made
     finally:
         made.close()
@@ -68,16 +76,15 @@ def test_fault(healthy_lab: Lab, fault: str, kind: str) -> None:
 
 
 def test_lab_cleans_up_after_itself() -> None:
-    reason = prerequisites()
-    if reason:
-        missing(reason)
-    made = Lab()
-    with made:
+    made = open_lab()
+    try:
         names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert made.netns in names
         made.inject("blackhole", hold=lambda seconds: None)
         pid = made.process.pid if made.process else None
         assert pid is not None
+    finally:
+        made.close()
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     assert made.netns not in names
