@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import random
 import sys
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring starts")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS/fd samples")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--faults", default=",".join(SOAK_FAULTS), help="comma-separated choice (default: all)"
+    )
+    parser.add_argument("--direct-only", action="store_true", help="no delaying proxy (and no latency fault)")
+    parser.add_argument("--collect", action="store_true", help="gc.collect() before every sample")
     parser.add_argument("--tracemalloc", action="store_true", help="print where memory grew (slow)")
     args = parser.parse_args(argv)
     reason = prerequisites()
@@ -95,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     run = f"soak-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     with Lab() as lab:
-        proxy_host, proxy_port = lab.endpoint("latency")
-        pools = [
-            make_pool(lab.addr, 6379, "direct", args.threads // 4),
-            make_pool(proxy_host, proxy_port, "proxied", args.threads // 4),
-        ]
+        proxy_host, proxy_port = ("", 0) if args.direct_only else lab.endpoint("latency")
+        pools = [make_pool(lab.addr, 6379, "direct", args.threads // 4)]
+        if args.direct_only:
+            pools.append(make_pool(lab.addr, 6379, "direct-2", args.threads // 4))
+        else:
+            pools.append(make_pool(proxy_host, proxy_port, "proxied", args.threads // 4))
+        choices = tuple(f for f in args.faults.split(",") if not (args.direct_only and f == "latency"))
         clients: list[redis.Redis] = []
         for pool in pools:
             clients += [redis.Redis(connection_pool=pool), redispool.Client(connection_pool=pool)]
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def inject_faults() -> None:
             while not stop.wait(args.interval):
-                fault = rng.choice(SOAK_FAULTS)
+                fault = rng.choice(choices)
                 start, end = lab.inject(fault, hold=hold_until(stop))
                 faults.append((start - began, fault))
                 print(f"  t={start - began:6.1f}s {fault} ({end - start:.1f}s)", flush=True)
@@ -131,12 +139,24 @@ def main(argv: list[str] | None = None) -> int:
         injector = threading.Thread(target=inject_faults, daemon=True)
         injector.start()
         samples: list[tuple[float, int, int]] = []
+        blocks: list[int] = []  # Python's allocated blocks: RSS growth without it is the allocator
         end = began + args.warmup + args.duration
         while not stop.is_set() and time.monotonic() < end:
+            if args.collect:
+                gc.collect()
             samples.append((time.monotonic() - began, rss_kib(), open_fds()))
+            blocks.append(sys.getallocatedblocks())
             stop.wait(min(args.sample, max(0.0, end - time.monotonic())))
         if args.tracemalloc:
             grown = tracemalloc.take_snapshot().compare_to(first, "traceback")
+            live = [o for o in gc.get_objects() if isinstance(o, redis.connection.AbstractConnection)]
+            print(
+                f"live connection objects: {len(live)} (pools hold {sum(p.stats()['size'] for p in pools)})"
+            )
+            referrers = collections.Counter(
+                type(r).__name__ for c in live for r in gc.get_referrers(c) if r is not live
+            )
+            print(f"  referred to by: {dict(referrers.most_common(8))}")
         stop.set()
         injector.join(timeout=30)
         for worker in workers:
@@ -176,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         if end_gauges["size"] > stats["max"]:
             problems.append(f"pool {pool.name}: size {end_gauges['size']} above max {stats['max']}")
     print("RSS MiB every sample: " + " ".join(f"{rss / 1024:.1f}" for _, rss, _ in samples))
+    print(f"threads alive at the end: {threading.active_count()}")
+    block_slope = slope([(t / 60, b) for (t, _, _), b in zip(samples, blocks, strict=False)])
+    print(f"Python allocated blocks: {blocks[0]} -> {blocks[-1]}, slope {block_slope:+.0f}/min")
     if args.tracemalloc:
         for stat in grown[:8]:
             print(f"grew {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks):")
