@@ -330,6 +330,14 @@ def errors_after(rows: list[tuple[float, int, int, float]], since: float) -> int
     return sum(errors for at, _, errors, _ in rows if at >= since)
 
 
+def _borrow(pool: Any) -> Any:
+    """``pool.get_connection()``; redis-py 5.x still requires a command name."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("PING")
+
+
 def check_slots(client: redis.Redis, settings: Settings) -> tuple[bool, str]:
     """``max_connections`` borrows at once must all succeed, quickly; all are returned."""
     pool = client.connection_pool
@@ -340,7 +348,7 @@ def check_slots(client: redis.Redis, settings: Settings) -> tuple[bool, str]:
             if isinstance(pool, redispool.ConnectionPool):
                 held.append(pool.acquire(timeout=settings.timeout))
             else:
-                held.append(pool.get_connection())
+                held.append(_borrow(pool))
     except redis.RedisError as error:
         return False, f"borrow {len(held) + 1} of {settings.max_connections} failed: {error!r}"
     finally:
@@ -442,7 +450,7 @@ def idle_half_open(
     outcome = Outcome(kind, "idle_half_open")
     pool = client.connection_pool
     try:
-        held = [pool.get_connection() for _ in range(n)]  # n connections, then all idle
+        held = [_borrow(pool) for _ in range(n)]  # n connections, then all idle
         for conn in held:
             pool.release(conn)
         time.sleep(max(ping_after_idle or 0.0, 0.0) + 0.1)  # idle long enough for the PING rule

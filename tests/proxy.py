@@ -120,18 +120,27 @@ class DelayProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
+            # Connect upstream in the flow's own thread: one slow upstream connect must
+            # not hold up the connections accepted after it.
+            threading.Thread(target=self._open_flow, args=(client,), daemon=True).start()
+
+    def _open_flow(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            if self._stopped.is_set():
                 client.close()
-                continue
-            with self._lock:
-                self._socks += [client, upstream]
-            done = threading.Semaphore(0)  # released by each direction as it ends
-            for args in ((client, upstream, False, done), (upstream, client, True, done)):
-                threading.Thread(target=self._pump, args=args, daemon=True).start()
-            threading.Thread(target=self._reap, args=(client, upstream, done), daemon=True).start()
+                upstream.close()
+                return
+            self._socks += [client, upstream]
+        done = threading.Semaphore(0)  # released by each direction as it ends
+        for args in ((client, upstream, False, done), (upstream, client, True, done)):
+            threading.Thread(target=self._pump, args=args, daemon=True).start()
+        self._reap(client, upstream, done)
 
     def _reap(self, client: socket.socket, upstream: socket.socket, done: threading.Semaphore) -> None:
         # Close a flow's sockets once both directions ended, so a long run leaks no fds.
