@@ -50,6 +50,8 @@ def row(outcome: Outcome, settings: Settings) -> str:
     errors = ", ".join(f"{name} {count}" for name, count in outcome.errors.most_common()) or "none"
     rate = f"{sum(outcome.errors.values()) / max(outcome.calls, 1):.1%}"
     recovery = "not in run" if outcome.recovery is None else f"{outcome.recovery:.2f} s"
+    if outcome.errors_after_recovery:
+        recovery += f", then {outcome.errors_after_recovery} errors"
     over = max(outcome.worst_overshoot, 0.0) * 1000
     slots = "yes" if outcome.slots_ok else f"**no**: {outcome.slots_detail}"
     if outcome.invariant:
