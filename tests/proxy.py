@@ -187,3 +187,9 @@ class DelayProxy:
                 with contextlib.suppress(OSError):
                     sock.close()
             self._socks.clear()
+
+    def __enter__(self) -> DelayProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
