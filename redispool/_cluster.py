@@ -28,6 +28,7 @@ from redis.connection import Connection, SSLConnection
 
 from ._options import OPTION_NAMES, PoolOptions, split_options
 from ._pool import ConnectionPool, _connection_parameters
+from ._stats import PoolStats
 
 __all__ = ["ClusterClient", "ClusterNodePool", "cluster_pool_class"]
 
@@ -145,6 +146,6 @@ class ClusterClient(RedisCluster):
             for _, pool in pools:
                 pool.close()
 
-    def stats(self) -> dict[str, dict[str, Any]]:
+    def stats(self) -> dict[str, PoolStats]:
         """``pool.stats()`` of every node, by ``host:port``."""
         return {name: pool.stats() for name, pool in self.pools().items()}
