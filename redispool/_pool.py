@@ -360,33 +360,37 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         A connection with unread replies, inside MULTI, subscribed, in MONITOR, not
         connected, past its lifetime or drained is closed instead of pooled. A double
         release, a foreign connection, or one from before ``reset()`` or a fork is ignored.
+        An interrupt (KeyboardInterrupt, say) in here still returns or closes it.
         """
         try:
-            self._release(connection)
-        except Exception:  # release() is called from __del__ and finally blocks
-            log.debug("ignored error while releasing a connection", exc_info=True)
-
-    def _release(self, conn: Any) -> None:
-        if self.pid != os.getpid():
-            return  # the parent's connection: its socket is not ours to touch
-        meta = getattr(conn, "_rp_meta", None)
-        slots = self._slots
-        if meta is None or meta.owner is not slots:
-            return  # not made by this pool
-        try:
-            reason = slots.give_back(conn, meta, self._return_verdict)
+            slots = self._slots
+            if self.pid != os.getpid():
+                return  # the parent's connection: its socket is not ours to touch
+            meta = getattr(connection, "_rp_meta", None)
+            if meta is None or meta.owner is not slots:
+                return  # not made by this pool
+            reason = slots.give_back(connection, meta, self._return_verdict)
             if reason is None:
-                self._released(conn, meta)
+                self._released(connection, meta)
                 return
             # Still counted as closing: nobody can open a replacement before this close.
-            self._close(conn, reason)
+            self._close(connection, reason)
             slots.closed((meta,))
+        except Exception:  # release() is called from __del__ and finally blocks
+            log.debug("ignored error while releasing a connection", exc_info=True)
+            self._salvage(connection)
         except BaseException:  # interrupted: finish what this thread still owns
+            self._salvage(connection)
+            raise
+
+    def _salvage(self, conn: Any) -> None:
+        slots = self._slots
+        meta = getattr(conn, "_rp_meta", None)
+        if meta is not None and meta.owner is slots and self.pid == os.getpid():
             reason = slots.salvage(conn, meta)
             if reason is not None:
                 self._close(conn, reason)
                 slots.closed((meta,))
-            raise
 
     def _released(self, conn: Any, meta: Meta) -> None:
         """After a connection went back to the pool (or a waiter): redis-py's event."""
