@@ -58,7 +58,7 @@ class PoolControl:
         with slots.lock:
             slots.epoch += 1
             doomed = slots.evict_idle("reset")
-            slots.in_use.clear()
+            slots.forget_in_use()
             slots.serve_slots()
             self.pid = os.getpid()
         self.close_doomed(doomed)

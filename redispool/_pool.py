@@ -57,6 +57,7 @@ LIFETIME_JITTER = 0.1
 MIN_ROUND_TRIP = 0.001
 
 _connection_parameters = connection_parameters  # the name _cluster.py imports
+_all_pools = all_pools  # the name tests/test_contrib_django.py imports
 
 
 class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ignore[override]  # redis-py fields as views

@@ -34,6 +34,10 @@ from .errors import PoolClosed, PoolTimeout, TooManyWaiters
 
 log = logging.getLogger("redispool")
 
+# Epochs of connections this engine no longer counts: forgotten while borrowed by
+# reset() (closed when returned), and retired (already closed).
+FORGOTTEN = -1
+RETIRED = -2
 # At most one "pool too small" warning per pool in this many seconds.
 TIMEOUT_WARNING_INTERVAL = 10.0
 
@@ -104,6 +108,13 @@ class Slots:
                     self.lend(conn, req)
                     return
             if req.slot:
+                return
+            if req.doomed and not self.waiters:
+                # The caller closes its doomed connections before it connects: the
+                # capacity of one of them becomes its slot.
+                self.closing.discard(req.doomed[0][0]._rp_meta)
+                self.connecting += 1
+                req.slot = True
                 return
             if self.size() < self.options.max_connections and not self.waiters:
                 self.connecting += 1
@@ -247,9 +258,10 @@ class Slots:
         me = threading.current_thread()
         with self.lock:  # critical section: in-use set and handoff
             if meta not in self.in_use:
-                if meta.epoch != self.epoch and conn not in self.idle and meta not in self.closing:
+                if meta.epoch == FORGOTTEN:  # borrowed when reset() forgot it: close it once
+                    meta.epoch = RETIRED
                     self.closing.add(meta)
-                    return "returned after reset()"  # forgotten by reset(): close it
+                    return "returned after reset()"
                 return None  # double release
             if meta.released_by is me and meta.holder is not me and meta.holder is not None:
                 # This thread already returned it once; someone else borrowed it since.
@@ -402,6 +414,12 @@ class Slots:
             self.closing.add(conn._rp_meta)
             out.append((conn, "pool shrunk"))
         return out
+
+    def forget_in_use(self) -> None:
+        """Stop counting borrowed connections (reset()); each is closed when returned.  Locked."""
+        for meta in self.in_use:
+            meta.epoch = FORGOTTEN
+        self.in_use.clear()
 
     def shut_down(self) -> None:
         """Refuse new borrows; waiting callers get :class:`PoolClosed`.  Locked."""
