@@ -141,17 +141,19 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
 
     # ------------------------------------------------------------------ checkout
 
-    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+    def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Connection:
         """Return a connected, healthy connection; wait up to ``timeout`` for one.
 
         The arguments are accepted for redis-py < 5.3 callers and ignored.
         """
         return self.acquire(self._options.timeout)
 
-    def acquire(self, timeout: float | None = ...) -> Any:  # type: ignore[assignment]
+    def acquire(self, timeout: float | None = ...) -> Connection:  # type: ignore[assignment]
         """Borrow a connection, waiting at most ``timeout`` seconds (default: the pool's).
 
-        One deadline covers queueing, health checks and connecting. ``timeout=None``
+        Typed as redis-py's ``Connection``, as ``redis.ConnectionPool.get_connection``
+        is; at run time it is an instance of ``connection_class``. One deadline covers
+        queueing, health checks and connecting. ``timeout=None``
         waits forever; ``timeout=0`` never queues. Raises :class:`PoolTimeout`,
         :class:`TooManyWaiters`, :class:`ServerUnavailable`, :class:`PoolClosed`, or the
         connect error itself (``redis.ConnectionError``, ``redis.AuthenticationError``).
@@ -175,9 +177,11 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
                 self._bury(req)
             if req.signal is not None:
                 slots.wait(req, deadline, start)
-            while req.conn is not None:
+            # An instance of connection_class, typed as redis-py types its pools' result.
+            conn: Connection
+            while (conn := req.conn) is not None:
                 req.touched = True
-                problem = self._check_out(req.conn, deadline)
+                problem = self._check_out(conn, deadline)
                 if problem is None:
                     break
                 # Unusable: it is closed, and its slot stays with us, ahead of the queue.
@@ -187,10 +191,10 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
                 if req.doomed:
                     self._bury(req)
             else:
-                self._open(req, deadline, for_caller=True)
+                conn = self._open(req, deadline, for_caller=True)
             if self._acquire_listeners:
                 self._notify_acquired(time.monotonic() - start)
-            return req.conn
+            return conn
         except BaseException:
             self._give_up(req)
             raise
@@ -212,7 +216,7 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         self._slots.buried(req, into_slot)
 
     @contextlib.contextmanager
-    def connection(self, timeout: float | None = ...) -> Iterator[Any]:  # type: ignore[assignment]
+    def connection(self, timeout: float | None = ...) -> Iterator[Connection]:  # type: ignore[assignment]
         """``with pool.connection() as conn:`` borrow a connection and always return it.
 
         If the block raises a connection or timeout error, the connection is closed

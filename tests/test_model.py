@@ -270,7 +270,7 @@ class PoolMachine(RuleBasedStateMachine):
             connection_class=FakeConnection,
             server=self.server,
             max_connections=3,
-            timeout=0.01,  # bounds the connect retries too
+            timeout=0,  # never queue: every outcome is decided at once, not by the clock
             fail_fast_after=None,  # no clock-driven circuit: runs must replay exactly
             ping_after_idle=None,
         )
@@ -294,10 +294,10 @@ class PoolMachine(RuleBasedStateMachine):
         self.other.shutdown()
 
     @rule(interrupt=st.booleans())
-    def borrow(self, interrupt: bool) -> None:
+    def borrow(self, interrupt: bool, timeout: float = 0) -> None:
         self.interrupt_next = interrupt
         try:
-            conn = self.pool.acquire()
+            conn = self.pool.acquire(timeout)
         except (redispool.errors.PoolError, redis.ConnectionError, Interrupt):
             return
         finally:
@@ -332,7 +332,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.pool.disconnect(inuse_connections=False)
         self.server.connected = False
         try:
-            self.borrow(interrupt=False)
+            self.borrow(interrupt=False, timeout=0.05)  # a deadline bounds the retries
         finally:
             self.server.connected = True
 
