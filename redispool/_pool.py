@@ -53,8 +53,7 @@ _P = TypeVar("_P", bound="ConnectionPool")
 # Connections expire up to this fraction before max_lifetime, so they do not all
 # reconnect together and max_lifetime stays a true maximum.
 LIFETIME_JITTER = 0.1
-# A round trip inside acquire is not started with less time than this left.
-MIN_ROUND_TRIP = 0.001
+MIN_ROUND_TRIP = 0.001  # a round trip inside acquire needs at least this much time left
 
 _connection_parameters = connection_parameters  # the name _cluster.py imports
 _all_pools = all_pools  # the name tests/test_contrib_django.py imports
@@ -237,7 +236,9 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         Every round trip is bounded by the time left before ``deadline``.
         """
         meta: Meta = conn._rp_meta
-        _remember_socket(meta, (meta.real or conn)._sock)
+        sock = (meta.real or conn)._sock
+        if sock is not meta.sock:
+            _remember_socket(meta, sock)
         state = _health.probe(conn, meta.poller)
         counters = self._slots.counters
         if state != "ok":

@@ -7,9 +7,8 @@ background PING) and closing (leaving the pool, socket not yet closed). ``size``
 their sum and never exceeds ``max_connections``: a connection being closed keeps its
 slot until its socket is shut, so no one can open a replacement first.
 
-A caller that finds nothing idle and no free slot queues. Whoever frees something hands
-it straight to the longest waiter: a returned connection, or a slot. So waiters are
-served in arrival order and a newcomer never overtakes them.
+Whoever frees something hands it straight to the longest waiter (a returned connection,
+or a slot), so waiters are served in arrival order and a newcomer never overtakes them.
 
 What a caller holds lives on its :class:`Request`, written under the lock in the same
 step that changes the counts. Whatever interrupts the caller, :meth:`Slots.give_up`
@@ -34,10 +33,8 @@ from .errors import PoolClosed, PoolTimeout, TooManyWaiters
 
 log = logging.getLogger("redispool")
 
-# Epochs of connections this engine no longer counts: forgotten while borrowed by
-# reset() (closed when returned), and retired (already closed).
-FORGOTTEN = -1
-RETIRED = -2
+# Epochs of connections no longer counted: forgotten by reset() while borrowed, retired.
+FORGOTTEN, RETIRED = -1, -2
 # At most one "pool too small" warning per pool in this many seconds.
 TIMEOUT_WARNING_INTERVAL = 10.0
 
@@ -87,12 +84,9 @@ class Slots:
     # ------------------------------------------------------------------ borrowing
 
     def take(self, req: Request, timeout: float | None) -> None:
-        """Lend ``req`` an idle connection, or reserve it a slot, or queue it.
-
-        A request that already holds a slot keeps its place ahead of the queue.
-        Expired idle connections go to ``req.doomed``. Raises :class:`PoolClosed`,
-        :class:`PoolTimeout` (``timeout=0`` and nothing free) or :class:`TooManyWaiters`.
-        """
+        """Lend ``req`` an idle connection, or reserve it a slot, or queue it. A request
+        holding a slot stays ahead of the queue; expired idle ones go to ``req.doomed``.
+        Raises PoolClosed, PoolTimeout (``timeout=0``, nothing free) or TooManyWaiters."""
         with self.lock:  # critical section: idle, in-use, slots, waiters
             if self.shut:
                 raise PoolClosed(f"pool {self.name} was shut down")
@@ -351,9 +345,18 @@ class Slots:
         """Pop the next usable idle connection; expired ones become doomed.  Locked."""
         idle = self.idle
         now = self.clock()
+        opts = self.options
         while idle:
-            conn = idle.pop() if self.options.idle_order == "lifo" else idle.popleft()
-            reason = self.expired(conn._rp_meta, now, len(idle) + 1)
+            conn = idle.pop() if opts.idle_order == "lifo" else idle.popleft()
+            meta = conn._rp_meta
+            # The common case inline, without a call: not expired, drained or idle too long.
+            if (
+                now < meta.expires
+                and meta.epoch == self.epoch
+                and (opts.max_idle is None or now - meta.last_used < opts.max_idle)
+            ):
+                return conn
+            reason = self.expired(meta, now, len(idle) + 1)
             if reason is None:
                 return conn
             self.closing.add(conn._rp_meta)
