@@ -8,7 +8,7 @@ from ._options import PoolOptions
 from ._pool import ConnectionPool
 from ._retry import RetryPolicy
 from ._sentinel import SentinelConnectionPool
-from ._stats import ConnectionInfo
+from ._stats import ConnectionInfo, PoolStats
 from .errors import PoolClosed, PoolError, PoolTimeout, ServerUnavailable, TooManyWaiters
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolOptions",
+    "PoolStats",
     "PoolTimeout",
     "RetryPolicy",
     "SentinelConnectionPool",
@@ -36,6 +37,7 @@ __all__ = [
 
 ConnectionPool.__module__ = "redispool"
 ConnectionInfo.__module__ = "redispool"
+PoolStats.__module__ = "redispool"
 PoolOptions.__module__ = "redispool"
 SentinelConnectionPool.__module__ = "redispool"
 ClusterClient.__module__ = "redispool"

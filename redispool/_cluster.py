@@ -40,8 +40,9 @@ from typing import Any, ClassVar
 from redis.cluster import ClusterPipeline, NodesManager, RedisCluster
 from redis.connection import Connection, SSLConnection
 
-from ._options import OPTION_NAMES, PoolOptions, split_options
-from ._pool import ConnectionPool, _connection_parameters
+from ._options import OPTION_NAMES, PoolOptions, allowed_keywords, split_options
+from ._pool import ConnectionPool
+from ._stats import PoolStats
 from .errors import PoolTimeout, TooManyWaiters
 
 __all__ = ["ClusterClient", "ClusterNodePool", "cluster_pool_class"]
@@ -83,10 +84,12 @@ def cluster_pool_class(**options: Any) -> type[ClusterNodePool]:
     own = split_options(connection_keywords)
     if own:
         PoolOptions.from_kwargs(own)
-    known = _connection_parameters(options.get("connection_class", Connection))
-    known |= _connection_parameters(SSLConnection)  # a rediss:// URL switches to it
+    plain = allowed_keywords(options.get("connection_class", Connection))
+    tls = allowed_keywords(SSLConnection)  # a rediss:// URL switches to it
+    # None: a class that takes any keyword, so there is nothing to refuse.
+    known = None if plain is None or tls is None else plain | tls
     for key in connection_keywords:
-        if key not in known:
+        if known is not None and key not in known:
             hint = difflib.get_close_matches(key, sorted(known | OPTION_NAMES), n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             raise TypeError(f"cluster_pool_class() got an unknown option {key!r}{suggestion}")
@@ -235,6 +238,6 @@ class ClusterClient(RedisCluster):
             for _, pool in pools:
                 pool.close()
 
-    def stats(self) -> dict[str, dict[str, Any]]:
+    def stats(self) -> dict[str, PoolStats]:
         """``pool.stats()`` of every node, by ``host:port``."""
         return {name: pool.stats() for name, pool in self.pools().items()}

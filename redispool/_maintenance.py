@@ -34,7 +34,12 @@ class Maintainer:
         # Re-entrant: a garbage collection inside the locked section may run a client's
         # __del__ that closes its pool, which unregisters it from this very thread.
         self._lock = threading.RLock()
-        self._wake = threading.Event()
+        # The wake-up is a bare lock used as a one-shot signal: the thread sleeps in
+        # acquire(timeout) and wake() releases it. Both are single C calls, so neither
+        # an interrupt nor a garbage collection in the middle can leave a lock held
+        # (an Event's set() runs Python code under its condition's plain lock).
+        self._wake_signal = threading.Lock()
+        self._wake_signal.acquire()
         self._pools: weakref.WeakSet[Maintainable] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
 
@@ -42,9 +47,10 @@ class Maintainer:
         with self._lock:
             self._pools.add(pool)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="redispool-maintenance", daemon=True)
-                self._thread.start()
-        self._wake.set()
+                thread = threading.Thread(target=self._run, name="redispool-maintenance", daemon=True)
+                self._thread = thread
+                thread.start()
+        self.wake()
 
     def unregister(self, pool: Maintainable) -> None:
         # No wake-up here: this runs from pool.close(), which a client's __del__ may call
@@ -54,7 +60,13 @@ class Maintainer:
             self._pools.discard(pool)
 
     def wake(self) -> None:
-        self._wake.set()
+        """Ask for a pass now. Never blocks; waking an awake thread does nothing."""
+        # Not contextlib.suppress: a bare try keeps this one C call, with no Python
+        # frame in which an interrupt could land.
+        try:  # noqa: SIM105
+            self._wake_signal.release()
+        except RuntimeError:
+            pass  # already signalled
 
     def is_running(self) -> bool:
         thread = self._thread
@@ -78,7 +90,6 @@ class Maintainer:
                     if self._thread is me:
                         self._thread = None
                     return
-            self._wake.clear()
             delay = MAX_TICK
             for pool in pools:
                 try:
@@ -86,7 +97,7 @@ class Maintainer:
                 except Exception:  # a bug in one pool must not stop the others' upkeep
                     log.exception("redispool maintenance failed for %r", pool)
             del pools, pool  # hold no strong reference while asleep
-            self._wake.wait(max(delay, 0.005))
+            self._wake_signal.acquire(timeout=max(delay, 0.005))
 
 
 maintainer = Maintainer()

@@ -1,4 +1,4 @@
-"""Per-connection bookkeeping, queued callers, and the leak trail.
+"""Per-connection bookkeeping, the claim of each caller, and the leak trail.
 
 A :class:`Meta` rides on every pooled connection as ``conn._rp_meta``. It never holds a
 strong reference to its connection: the pool holds borrowed connections only weakly,
@@ -67,32 +67,47 @@ class Meta:
         self.poller: Any = None
 
 
-class Waiter:
-    """One queued caller. ``signal`` is acquired at birth and released on handoff."""
+def new_signal() -> threading.Lock:
+    """A waiter's handoff signal: acquired at birth, released by whoever serves it."""
+    signal = threading.Lock()
+    signal.acquire()
+    return signal
 
-    __slots__ = ("conn", "error", "signal", "slot", "thread")
+
+class Request:
+    """One caller's claim on the pool, from the start of a borrow until it is delivered.
+
+    ``conn``: lent to this request (counted in use). ``slot``: a connecting slot is
+    reserved. ``doomed``: ``(conn, reason)`` pairs this caller must close (counted as
+    closing). ``opening``: the connection being connected in the reserved slot.
+    ``signal`` exists while queued: acquired at birth, released on handoff.
+    """
+
+    __slots__ = ("conn", "doomed", "error", "opening", "signal", "slot", "thread", "touched")
 
     def __init__(self) -> None:
-        self.signal = threading.Lock()
-        self.signal.acquire()
         self.conn: Any = None
         self.slot = False
+        self.doomed: list[tuple[Any, str]] | None = None
+        self.opening: Any = None
+        self.signal: threading.Lock | None = None
         self.error: BaseException | None = None
-        self.thread = threading.current_thread()
+        self.thread: threading.Thread | None = None
+        self.touched = False  # the caller began checking ``conn``: its state is unknown
 
 
-def reclaimer(pool_ref: weakref.ref[Any], meta: Meta) -> Callable[[Any], None]:
+def reclaimer(engine_ref: weakref.ref[Any], meta: Meta) -> Callable[[Any], None]:
     """Weakref callback: queue the slot of a collected connection for reclaiming.
 
     It runs inside garbage collection, maybe while this very thread holds the pool
-    lock, so it only appends to a deque; the pool drains it at its next checkout or
-    maintenance pass.
+    lock, so it only appends to the engine's ``reclaimed`` deque; the engine drains it
+    at its next checkout or maintenance pass.
     """
 
     def lost(_ref: Any) -> None:
-        pool = pool_ref()
-        if pool is not None:
-            pool._reclaimed.append(meta)  # deque.append is atomic; take no lock here
+        engine = engine_ref()
+        if engine is not None:
+            engine.reclaimed.append(meta)  # deque.append is atomic; take no lock here
 
     return lost
 
@@ -112,3 +127,19 @@ def format_stack(meta: Meta) -> str:
     if meta.stack is None:
         return "  (stack not recorded: set leak_warning_after to record it)\n"
     return "".join(traceback.format_list(meta.stack))
+
+
+class Lost:
+    """Stands in for a garbage-collected connection in ``Request.doomed``: closing it
+    closes the socket its meta kept."""
+
+    __slots__ = ("_rp_meta",)
+
+    def __init__(self, meta: Meta) -> None:
+        self._rp_meta = meta
+
+    def disconnect(self) -> None:
+        meta = self._rp_meta
+        sock, meta.sock, meta.poller = meta.sock, None, None
+        if sock is not None:
+            sock.close()

@@ -220,15 +220,20 @@ def connection_parameters(connection_class: Any) -> frozenset[str] | None:
     return None
 
 
+def allowed_keywords(connection_class: Any) -> frozenset[str] | None:
+    """What a pool of ``connection_class`` takes besides redispool's options; None: any."""
+    known = connection_parameters(connection_class)
+    return None if known is None else known | _pool_parameters()
+
+
 def check_keywords(connection_class: Any, keywords: Mapping[str, Any]) -> None:
     """Refuse a keyword neither the pool nor ``connection_class`` takes, with a did-you-mean.
 
     ``keywords`` holds what is left once redispool's options are removed.
     """
-    known = connection_parameters(connection_class)
-    if known is None:
+    allowed = allowed_keywords(connection_class)
+    if allowed is None:
         return
-    allowed = known | _pool_parameters()
     for key in keywords:
         if key not in allowed:
             hint = difflib.get_close_matches(key, sorted(allowed | OPTION_NAMES), n=1)
@@ -283,9 +288,8 @@ def from_url_keywords(url: str, keywords: Mapping[str, Any]) -> dict[str, Any]:
     stripped, own = split_url_options(url)
     parsed: dict[str, Any] = parse_url(stripped)  # type: ignore[no-untyped-call]
     connection_class = keywords.get("connection_class", parsed.get("connection_class", Connection))
-    known = connection_parameters(connection_class)
-    if known is not None:
-        allowed = known | _pool_parameters()
+    allowed = allowed_keywords(connection_class)
+    if allowed is not None:
         for key in parsed:
             if key not in allowed:
                 raise ValueError(unknown_query_message(key, set(allowed)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from typing import Any
 
 from redis.connection import Connection, SSLConnection
@@ -30,6 +29,7 @@ from redis.sentinel import (
 
 from ._meta import Meta
 from ._pool import ConnectionPool
+from ._stats import SentinelPoolStats
 from ._tracking import inner
 
 log = logging.getLogger("redispool")
@@ -105,7 +105,7 @@ class _Proxy(SentinelConnectionPoolProxy):
         return address
 
 
-class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
+class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):  # type: ignore[override]
     """A :class:`redispool.ConnectionPool` managed by Redis Sentinel.
 
     Both a ``redis.sentinel.SentinelConnectionPool`` (django-redis checks that) and a
@@ -171,13 +171,8 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
             if previous is None:
                 return  # the first answer, or the first after reset(): nothing to retire
             self._switches += 1
-            keep: deque[Any] = deque()
-            doomed: list[Any] = []
-            for conn in self._idle:
-                (doomed if self._stale(conn) else keep).append(conn)
-            self._idle = keep
+            doomed = self._slots.evict_idle(_RETIRED, self._stale)
             self._retired += len(doomed)
-            self._serve_slots()
         log.info(
             "Sentinel names %s:%s as master of %s (was %s:%s); retiring %d idle connections "
             "to the old master, borrowed ones when returned",
@@ -188,7 +183,7 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
             previous[1],
             len(doomed),
         )
-        self._close_all(doomed, _RETIRED)
+        self.close_doomed(doomed)
 
     def _stale(self, conn: Any) -> bool:
         """True for a master pool's connection that does not point at the current master."""
@@ -200,12 +195,12 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
         real = inner(conn)
         return (getattr(real, "host", None), getattr(real, "port", None)) != tuple(current)
 
-    def _check_out(self, conn: Any) -> str | None:
+    def _check_out(self, conn: Any, deadline: float | None = None) -> str | None:
         if self._stale(conn):
             with self._lock:
                 self._retired += 1
             return _RETIRED
-        return super()._check_out(conn)
+        return super()._check_out(conn, deadline)
 
     def _return_verdict(self, conn: Any, meta: Meta, now: float) -> str | None:
         reason = super()._return_verdict(conn, meta, now)
@@ -216,15 +211,15 @@ class SentinelConnectionPool(_RedisSentinelPool, ConnectionPool):
 
     # ------------------------------------------------------------------ introspection
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SentinelPoolStats:
         """:meth:`ConnectionPool.stats` plus two counters: ``master_switches`` (master
         changes this pool saw) and ``retired_previous_master`` (connections to an old
         master closed because of them)."""
-        stats = super().stats()
+        base = super().stats()
         with self._lock:
-            stats["master_switches"] = self._switches
-            stats["retired_previous_master"] = self._retired
-        return stats
+            return SentinelPoolStats(
+                **base, master_switches=self._switches, retired_previous_master=self._retired
+            )
 
     def _after_fork(self) -> None:
         super()._after_fork()

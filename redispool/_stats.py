@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, TypedDict
 
 # Gauges describe the pool now; counters are totals since the pool was created.
-GAUGES = ("name", "max", "size", "idle", "in_use", "connecting", "waiting", "min_idle", "failing_fast")
+GAUGES = (
+    "name",
+    "max",
+    "size",
+    "idle",
+    "in_use",
+    "connecting",
+    "closing",
+    "waiting",
+    "min_idle",
+    "failing_fast",
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -43,6 +54,52 @@ class Counters:
 
 
 COUNTERS = tuple(field.name for field in dataclasses.fields(Counters))
+
+
+class PoolStats(TypedDict):
+    """``pool.stats()``: gauges (now), then counters (totals since the pool was created)."""
+
+    name: str
+    max: int  # max_connections
+    size: int  # idle + in_use + connecting + closing (+ idle ones out for a keepalive PING)
+    idle: int
+    in_use: int
+    connecting: int
+    closing: int  # leaving the pool: socket still open, so still counted in size
+    waiting: int
+    min_idle: int
+    failing_fast: bool
+    borrows: int
+    returns: int
+    waits: int
+    wait_time_total: float
+    wait_time_max: float
+    timeouts: int
+    refused: int
+    connects: int
+    connect_errors: int
+    fail_fast: int
+    health_eof: int
+    health_error: int
+    health_data: int
+    health_ping: int
+    session_resets: int
+    evicted_idle: int
+    retired_lifetime: int
+    closed_dirty: int
+    returned_disconnected: int
+    drained: int
+    double_releases: int
+    keepalive_pings: int
+    leaks: int
+    reclaimed: int
+
+
+class SentinelPoolStats(PoolStats):
+    """``stats()`` of a Sentinel-managed pool: two more counters."""
+
+    master_switches: int  # master changes this pool saw
+    retired_previous_master: int  # connections to an old master closed because of them
 
 
 State = Literal["idle", "in_use", "connecting"]

@@ -10,6 +10,7 @@ session-changing commands were sent. :func:`return_policy` turns that into a dec
 from __future__ import annotations
 
 import enum
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -172,8 +173,9 @@ def describe(flags: int) -> str:
     return ",".join(f.name.lower() for f in Dirt if f and f & flags and f.name) or "clean"
 
 
-def reset_session(conn: Any) -> None:
-    """Undo the resettable session state in one pipelined round trip.
+def reset_session(conn: Any, timeout: float | None = None) -> None:
+    """Undo the resettable session state in one pipelined round trip, waiting at most
+    ``timeout`` seconds for it (None: the connection's own ``socket_timeout``).
 
     Raises whatever the connection raises; the caller closes the connection then.
     """
@@ -188,6 +190,15 @@ def reset_session(conn: Any) -> None:
         commands.append(("CLIENT SETNAME", getattr(real, "client_name", None) or ""))
     if not commands:
         return
-    real.send_packed_command(real.pack_commands(commands), check_health=False)
-    for _ in commands:
-        real.read_response()
+    raw = getattr(real, "_sock", None)
+    sock: socket.socket | None = raw if timeout is not None and isinstance(raw, socket.socket) else None
+    original = getattr(real, "socket_timeout", None)
+    if sock is not None and timeout is not None:
+        sock.settimeout(timeout if original is None else min(original, timeout))
+    try:
+        real.send_packed_command(real.pack_commands(commands), check_health=False)
+        for _ in commands:
+            real.read_response()
+    finally:
+        if sock is not None and getattr(real, "_sock", None) == sock:  # not reconnected since
+            sock.settimeout(original)

@@ -274,7 +274,7 @@ def test_sentinel_and_cluster_plumbing_keywords_pass() -> None:
     node_pool = redispool.cluster_pool_class(max_connections=4)(host="127.0.0.1", port=7000)
     assert node_pool.options.max_connections == 4
     for each in (pool, node_pool):
-        assert re.fullmatch(r"<redispool\.\w+\[.*\]\(<[\w.]+\(.*\)>\)>", repr(each)), repr(each)
+        assert re.fullmatch(r"<\[.*\] redispool\.\w+\(<[\w.]+\(.*\)>\)>", repr(each)), repr(each)
         each.shutdown()
 
 
@@ -434,12 +434,15 @@ def test_re_authentication_on_release(own_server: RedisServer, make_pool: PoolFa
 def test_repr_keeps_redis_py_shape_with_live_state(make_pool: PoolFactory) -> None:
     pool = make_pool(host="localhost", port=6379, db=0, password="hunter2", name="web", max_connections=3)
     text = repr(pool)
-    assert text.startswith("<redispool.ConnectionPool[web: 0 in use, 0 idle, 0 connecting, 0 waiting, max 3]")
+    assert text.startswith("<[web: 0 in use, 0 idle, 0 connecting, 0 waiting, max 3] redispool.ConnectionPool(")
     assert text.endswith(")>)>") and "hunter2" not in text and "password=<REDACTED>" in text
-    match = re.fullmatch(r"<(.*?)\[(.*)\]\(<(.*?)\((.*)\)>\)>", text)
+    match = re.fullmatch(r"<\[(.*)\] (.*?)\(<(.*?)\((.*)\)>\)>", text)
     assert match is not None
-    assert match.group(1) == "redispool.ConnectionPool" and match.group(3) == "redis.connection.Connection"
+    assert match.group(2) == "redispool.ConnectionPool" and match.group(3) == "redis.connection.Connection"
     assert match.group(4).startswith("host=localhost,port=6379,db=0")
+    # The regex redis-py's own test_connect_from_url_tcp parses a pool's repr with.
+    parsed = re.match(r"< .*?([^\.]+) \( < .*?([^\.]+) \( (.+) \) > \) >", text, re.VERBOSE)
+    assert parsed is not None and parsed.groups()[:2] == ("ConnectionPool", "Connection")
     # What redis-py's own test asserts: the connection keywords appear in order.
     unix = make_pool(connection_class=redis.UnixDomainSocketConnection, path="abc", db=0)
     assert "(<redis.connection.UnixDomainSocketConnection(path=abc,db=0" in repr(unix)
@@ -449,7 +452,7 @@ def test_repr_shows_live_counts(redis_url: str, make_pool: PoolFactory) -> None:
     pool = make_pool(redis_url, max_connections=3, name="live")
     held = [pool.acquire() for _ in range(2)]
     pool.release(held.pop())
-    assert repr(pool).startswith("<redispool.ConnectionPool[live: 1 in use, 1 idle, 0 connecting, 0 waiting")
+    assert repr(pool).startswith("<[live: 1 in use, 1 idle, 0 connecting, 0 waiting")
 
     def borrow() -> None:
         pool.release(pool.acquire(timeout=5))

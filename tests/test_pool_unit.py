@@ -362,12 +362,7 @@ def test_interrupted_waiter_passes_on_what_it_was_handed(
         def release(self) -> None:
             pass
 
-    class InterruptedWaiter(redispool._pool.Waiter):
-        def __init__(self) -> None:
-            super().__init__()
-            self.signal = Signal()  # type: ignore[assignment]
-
-    monkeypatch.setattr(redispool._pool, "Waiter", InterruptedWaiter)
+    monkeypatch.setattr(redispool._slots, "new_signal", Signal)
     with pytest.raises(Interrupt):
         pool.acquire(timeout=5)
     stats = pool.stats()
@@ -382,7 +377,7 @@ def test_interrupted_health_check_frees_the_slot(
     pool = fake_pool(max_connections=1)
     pool.release(pool.acquire())
 
-    def interrupted(conn: Any) -> str | None:
+    def interrupted(conn: Any, deadline: float | None = None) -> str | None:
         raise Interrupt
 
     monkeypatch.setattr(pool, "_check_out", interrupted)

@@ -174,7 +174,7 @@ class PoolMetrics:
             stats = pool.stats()
             for key, extra in spec.keys.items():
                 if key in stats:
-                    yield Observation(float(stats[key]), {**entry.attributes, **extra})
+                    yield Observation(float(stats[key]), {**entry.attributes, **extra})  # type: ignore[literal-required]
 
     def add(self, pool: ConnectionPool) -> None:
         """Start reporting ``pool``; adding it again does nothing."""
