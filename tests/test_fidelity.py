@@ -434,7 +434,8 @@ def test_re_authentication_on_release(own_server: RedisServer, make_pool: PoolFa
 def test_repr_keeps_redis_py_shape_with_live_state(make_pool: PoolFactory) -> None:
     pool = make_pool(host="localhost", port=6379, db=0, password="hunter2", name="web", max_connections=3)
     text = repr(pool)
-    assert text.startswith("<[web: 0 in use, 0 idle, 0 connecting, 0 waiting, max 3] redispool.ConnectionPool(")
+    state = "web: 0 in use, 0 idle, 0 connecting, 0 waiting, max 3"
+    assert text.startswith(f"<[{state}] redispool.ConnectionPool(")
     assert text.endswith(")>)>") and "hunter2" not in text and "password=<REDACTED>" in text
     match = re.fullmatch(r"<\[(.*)\] (.*?)\(<(.*?)\((.*)\)>\)>", text)
     assert match is not None
