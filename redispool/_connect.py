@@ -135,13 +135,19 @@ _ONE_TRY = Retry(NoBackoff(), 0)
 _ABSENT = object()
 
 
+class DeadlinePassed(PoolTimeout):
+    """The acquire deadline passed while connecting or checking (the pool words it)."""
+
+
 def connect_within(conn: Any, deadline: float | None) -> None:
     """Connect ``conn`` once through its own ``connect()``, bounded by ``deadline``.
 
     ``connect()`` is what runs, so a subclass's override (an instrumented class, a test
     double) is always called. The TCP connect and the handshake are bounded by the time
     left; redis-py's own connect retries are switched off for the call, so the pool's
-    backoff owns retries and sees every failure.
+    backoff owns retries and sees every failure. Each handshake reply (HELLO, AUTH,
+    CLIENT SETINFO, SELECT) is read with the time left then, so their round trips cannot
+    add up past the deadline.
     """
     real = inner(conn)
     saved_connect = getattr(real, "socket_connect_timeout", _ABSENT)
@@ -150,11 +156,12 @@ def connect_within(conn: Any, deadline: float | None) -> None:
     if deadline is not None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise PoolTimeout("the acquire deadline passed before a connection could be opened")
+            raise DeadlinePassed("the acquire deadline passed before a connection could be opened")
         if saved_connect is not _ABSENT:
             real.socket_connect_timeout = _smaller(saved_connect, remaining)
         if saved_read is not _ABSENT:
             real.socket_timeout = _smaller(saved_read, remaining)
+            _bound_handshake_reads(real, deadline, saved_read)
     if saved_retry is not _ABSENT:
         real.retry = _ONE_TRY
     try:
@@ -168,6 +175,7 @@ def connect_within(conn: Any, deadline: float | None) -> None:
         if saved_retry is not _ABSENT:
             real.retry = saved_retry
         if deadline is not None:
+            vars(real).pop("read_response", None)  # the bound set by _bound_handshake_reads
             if saved_connect is not _ABSENT:
                 real.socket_connect_timeout = saved_connect
             if saved_read is not _ABSENT:
@@ -175,6 +183,25 @@ def connect_within(conn: Any, deadline: float | None) -> None:
                 sock = getattr(real, "_sock", None)
                 if isinstance(sock, socket.socket):
                     sock.settimeout(saved_read)  # type: ignore[arg-type]
+
+
+def _bound_handshake_reads(real: Any, deadline: float, configured: Any) -> None:
+    """Until ``connect_within`` removes it, every ``read_response`` of ``real`` first
+    sets its socket's timeout to the time left before ``deadline``."""
+    if "read_response" in vars(real):
+        return  # an instance-level override of the user's own: leave it alone
+    read = real.read_response
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        sock = getattr(real, "_sock", None)
+        if isinstance(sock, socket.socket):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlinePassed("the acquire deadline passed during the connection handshake")
+            sock.settimeout(_smaller(configured, left))
+        return read(*args, **kwargs)
+
+    real.read_response = bounded
 
 
 def _smaller(configured: Any, remaining: float) -> float:

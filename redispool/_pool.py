@@ -180,9 +180,23 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
             if self._acquire_listeners:
                 self._notify_acquired(time.monotonic() - start)
             return conn
+        except _connect.DeadlinePassed as error:
+            self._give_up(req)
+            raise self._deadline_error(error, time.monotonic() - start) from None
         except BaseException:
             self._give_up(req)
             raise
+
+    def _deadline_error(self, error: _connect.DeadlinePassed, waited: float) -> PoolTimeout:
+        """The acquire deadline passed while connecting or health-checking: counted as a
+        timeout and worded with the pool's state, like a timeout in the queue."""
+        with self._lock:
+            self._slots.counters.timeouts += 1
+            state = self._slots.state_text()
+        return PoolTimeout(
+            f"No connection available: {error} after {waited:.2f}s (pool {self.name}: {state}); "
+            "raise timeout, or look at the server's latency (redispool doctor)"
+        )
 
     def _give_up(self, req: Request) -> None:
         """Give back everything ``req`` holds; close what it held half-checked."""
@@ -411,7 +425,7 @@ def _time_left(deadline: float | None) -> float | None:
         return None
     left = deadline - time.monotonic()
     if left < MIN_ROUND_TRIP:
-        raise PoolTimeout("the acquire deadline passed while checking a connection")
+        raise _connect.DeadlinePassed("the acquire deadline passed while checking a connection")
     return left
 
 
