@@ -198,23 +198,7 @@ def run(client: Any, conn: Any, args: tuple[Any, ...], options: dict[str, Any], 
     except BaseException:
         conn.disconnect()
         raise
-    parser = conn._parser
-    try:
-        if options and NEVER_DECODE in options:
-            response = parser.read_response(disable_decoding=True)
-        else:
-            response = parser.read_response()
-    except TimeoutError as error:  # socket.timeout
-        conn.disconnect()
-        raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from error
-    except OSError as error:
-        conn.disconnect()
-        raise RedisConnectionError(f"Error while reading from {conn._host_error()} : {error.args}") from error
-    except BaseException:
-        conn.disconnect()
-        raise
-    if conn._rp_pending:
-        conn._rp_pending -= 1
+    response = _read_reply(conn, options)
     if isinstance(response, ResponseError):
         if options and EMPTY_RESPONSE in options:
             return options[EMPTY_RESPONSE]
@@ -275,29 +259,11 @@ def run_pipeline(pipe: Any, conn: Any, commands: list[Any], raise_on_error: bool
     except BaseException:
         conn.disconnect()
         raise
-    parser = conn._parser
     callbacks = pipe.response_callbacks
     kind = type(callbacks)
     responses: list[Any] = []
     for (args, options), (_words, key) in zip(commands, routes, strict=True):
-        try:
-            if options and NEVER_DECODE in options:
-                response = parser.read_response(disable_decoding=True)
-            else:
-                response = parser.read_response()
-        except TimeoutError as error:  # socket.timeout
-            conn.disconnect()
-            raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from error
-        except OSError as error:
-            conn.disconnect()
-            raise RedisConnectionError(
-                f"Error while reading from {conn._host_error()} : {error.args}"
-            ) from error
-        except BaseException:
-            conn.disconnect()
-            raise
-        if conn._rp_pending:
-            conn._rp_pending -= 1
+        response = _read_reply(conn, options)
         if isinstance(response, ResponseError):
             responses.append(options[EMPTY_RESPONSE] if options and EMPTY_RESPONSE in options else response)
             continue
@@ -316,6 +282,28 @@ def run_pipeline(pipe: Any, conn: Any, commands: list[Any], raise_on_error: bool
     if raise_on_error:
         pipe.raise_first_error(commands, responses)
     return responses
+
+
+def _read_reply(conn: Any, options: Any) -> Any:
+    """Read one reply with the connection's parser; any failure closes the connection
+    (with redis-py's exception and wording), so a late reply can never reach anyone."""
+    try:
+        if options and NEVER_DECODE in options:
+            response = conn._parser.read_response(disable_decoding=True)
+        else:
+            response = conn._parser.read_response()
+    except TimeoutError as error:  # socket.timeout
+        conn.disconnect()
+        raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from error
+    except OSError as error:
+        conn.disconnect()
+        raise RedisConnectionError(f"Error while reading from {conn._host_error()} : {error.args}") from error
+    except BaseException:
+        conn.disconnect()
+        raise
+    if conn._rp_pending:
+        conn._rp_pending -= 1
+    return response
 
 
 # redis-py >= 8 reconciles deferred HIMPORT discards before every pipeline.

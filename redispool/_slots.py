@@ -301,12 +301,8 @@ class Slots:
         """The engine's reasons not to keep a returned connection, counted.  Locked."""
         if self.shut:
             return "pool shut down"
-        if now >= meta.expires:
-            self.counters.retired_lifetime += 1
-            return "max_lifetime reached"
-        if meta.epoch != self.epoch:
-            self.counters.drained += 1
-            return "drained"
+        if (aged := self._aged(meta, now)) is not None:
+            return aged
         if self.size() + 1 > self.options.max_connections:
             return "pool shrunk"
         return None
@@ -363,16 +359,21 @@ class Slots:
             req.doomed = [*(req.doomed or ()), (conn, reason)]
         return None
 
-    def expired(self, meta: Meta, now: float, idle_count: int) -> str | None:
-        """Why an idle connection must close now, counted; None to keep it.  Locked.
-        ``idle_count`` counts this one: max_idle never goes below min_idle; lifetime,
-        drain do."""
+    def _aged(self, meta: Meta, now: float) -> str | None:  # lifetime or drain, counted.  Locked.
         if now >= meta.expires:
             self.counters.retired_lifetime += 1
             return "max_lifetime reached"
         if meta.epoch != self.epoch:
             self.counters.drained += 1
             return "drained"
+        return None
+
+    def expired(self, meta: Meta, now: float, idle_count: int) -> str | None:
+        """Why an idle connection must close now, counted; None to keep it.  Locked.
+        ``idle_count`` counts this one: max_idle never goes below min_idle; lifetime,
+        drain do."""
+        if (aged := self._aged(meta, now)) is not None:
+            return aged
         max_idle = self.options.max_idle
         if max_idle is not None and now - meta.last_used >= max_idle and idle_count > self.options.min_idle:
             self.counters.evicted_idle += 1
