@@ -155,7 +155,7 @@ def connect_within(conn: Any, deadline: float | None) -> None:
     saved_retry = getattr(real, "retry", _ABSENT)
     if deadline is not None:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= MIN_CONNECT_BUDGET:  # a connect started now could only time out late
             raise DeadlinePassed("the acquire deadline passed before a connection could be opened")
         if saved_connect is not _ABSENT:
             real.socket_connect_timeout = _smaller(saved_connect, remaining)
