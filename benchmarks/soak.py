@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import gc
 import os
 import random
@@ -47,6 +48,57 @@ def rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+_MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS.split()]
+
+
+def heap_in_use_kib() -> int:
+    """Bytes glibc's malloc has handed out and not had back (mallinfo2), in KiB: what a
+    leak grows. RSS also keeps freed memory the allocator has not returned. 0 if unknown."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return 0
+    info = libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) // 1024
+
+
+def rss_by_region() -> dict[str, int]:
+    """This process's RSS in KiB by kind of mapping (from /proc/self/smaps), to tell a
+    leak from memory that is kept once touched: thread stacks (8 MiB mappings), Python's
+    object arenas (1 MiB mappings), malloc's heaps, and files (code, libraries)."""
+    regions: collections.Counter[str] = collections.Counter()
+    kind = "other"
+    size = 0
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                fields = line.split()
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                size = (end - start) // 1024
+                path = fields[5] if len(fields) > 5 else ""
+                if path == "[heap]":
+                    kind = "malloc heap"
+                elif path.startswith("["):
+                    kind = "other"
+                elif path:
+                    kind = "files"
+                elif size == 8192:
+                    kind = "thread stacks"
+                elif size == 1024:
+                    kind = "python arenas"
+                else:
+                    kind = "malloc heap"  # thread arenas' heaps and large blocks
+            elif first == "Rss:":
+                regions[kind] += int(line.split()[1])
+    return dict(regions)
 
 
 def open_fds() -> int:
@@ -139,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         injector = threading.Thread(target=inject_faults, daemon=True)
         injector.start()
         samples: list[tuple[float, int, int]] = []
+        heap: list[int] = []  # malloc's bytes in use: a leak grows it, allocator caching does not
+        regions = [rss_by_region()]
         blocks: list[int] = []  # Python's allocated blocks: RSS growth without it is the allocator
         end = began + args.warmup + args.duration
         while not stop.is_set() and time.monotonic() < end:
@@ -146,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
             samples.append((time.monotonic() - began, rss_kib(), open_fds()))
             blocks.append(sys.getallocatedblocks())
+            heap.append(heap_in_use_kib())
             stop.wait(min(args.sample, max(0.0, end - time.monotonic())))
         if args.tracemalloc:
             grown = tracemalloc.take_snapshot().compare_to(first, "traceback")
@@ -162,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         for worker in workers:
             worker.join(timeout=30)
         samples.append((time.monotonic() - began, rss_kib(), open_fds()))
+        regions.append(rss_by_region())
         lab.heal()
         # Connections a fault broke are closed when next checked out or returned; the
         # pools are at rest once every worker has stopped.
@@ -185,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         f"RSS: {samples[0][1] / 1024:.1f} MiB -> {samples[-1][1] / 1024:.1f} MiB, "
         f"slope {slope(minutes) / 1024:+.3f} MiB/min over {len(samples)} samples"
     )
+    half = [(t, rss) for t, rss in minutes if t >= minutes[-1][0] / 2]
+    print(
+        f"RSS slope over the second half: {slope(half) / 1024:+.3f} MiB/min "
+        "(memory touched once, by the first faults, stays resident: see the regions below)"
+    )
+    print("RSS by region, MiB, after the warm-up -> at the end:")
+    for region in sorted(set(regions[0]) | set(regions[1])):
+        before, after = regions[0].get(region, 0) / 1024, regions[1].get(region, 0) / 1024
+        print(f"  {region:14} {before:6.1f} -> {after:6.1f} ({after - before:+.1f})")
     print(f"open fds: {samples[0][2]} -> {samples[-1][2]}, slope {slope(fds):+.3f} fds/min")
     for pool, start, stats in zip(pools, after_warmup, final, strict=True):
         end_gauges = {k: stats[k] for k in GAUGES}
@@ -199,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads alive at the end: {threading.active_count()}")
     block_slope = slope([(t / 60, b) for (t, _, _), b in zip(samples, blocks, strict=False)])
     print(f"Python allocated blocks: {blocks[0]} -> {blocks[-1]}, slope {block_slope:+.0f}/min")
+    heap_slope = slope([(t / 60, h) for (t, _, _), h in zip(samples, heap, strict=False)])
+    print(
+        f"malloc in use: {heap[0] / 1024:.1f} MiB -> {heap[-1] / 1024:.1f} MiB, "
+        f"slope {heap_slope / 1024:+.3f} MiB/min"
+    )
+    print("malloc in use MiB every sample: " + " ".join(f"{h / 1024:.1f}" for h in heap))
     if args.tracemalloc:
         for stat in grown[:8]:
             print(f"grew {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks):")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._connect import Circuit
+from ._meta import thread_name
 from ._options import PoolOptions
 from ._slots import Slots
 from ._stats import ConnectionInfo, PoolStats
@@ -228,7 +229,7 @@ def connection_infos(slots: Slots, address: str) -> list[ConnectionInfo]:
             age=now - meta.created,
             idle_for=0.0 if state == "in_use" else now - meta.last_used,
             uses=meta.uses,
-            holder=meta.holder.name if state == "in_use" and meta.holder else None,
+            holder=thread_name(meta.holder) if state == "in_use" and meta.holder else None,
         )
         for meta, state in sorted(rows, key=lambda r: r[0].id)
     ]

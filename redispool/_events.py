@@ -112,8 +112,8 @@ def before_return(pool: Any, conn: Any, meta: Any) -> None:
     real = meta.real or conn
     if pool._release_events == RE_AUTH and getattr(real, "_re_auth_token", None) is None:
         return
-    me = threading.current_thread()
-    if meta.holder is None or (meta.released_by is me and meta.holder is not me):
+    me = threading.get_ident()
+    if meta.holder is None or (meta.released_by == me and meta.holder != me):
         return
     if getattr(real, "_sock", True) is None:
         return

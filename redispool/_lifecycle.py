@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from . import _connect, _health
-from ._meta import Meta, Request, format_stack
+from ._meta import Meta, Request, format_stack, thread_name
 from ._options import PoolOptions
 from ._slots import Slots
 from .errors import PoolClosed, PoolTimeout
@@ -148,7 +148,7 @@ def _warn_leaks(host: Host, leaks: list[Meta]) -> None:
             "(leak_warning_after); it was borrowed at:\n%s",
             meta.id,
             host.name,
-            meta.holder.name if meta.holder else "?",
+            thread_name(meta.holder),
             host.options.leak_warning_after,
             format_stack(meta),
         )

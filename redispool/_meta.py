@@ -34,7 +34,9 @@ class Meta:
         "id",
         "last_used",
         "owner",
+        "plain",
         "poller",
+        "quick",
         "real",
         "ref",
         "released_by",
@@ -53,8 +55,9 @@ class Meta:
         self.expires = expires
         self.last_used = created
         self.uses = 0
-        self.holder: threading.Thread | None = None
-        self.released_by: threading.Thread | None = None  # who returned it last
+        # Threads by ident (threading.get_ident()): who holds it, who returned it last.
+        self.holder: int | None = None
+        self.released_by: int | None = None
         self.borrowed_at = 0.0
         self.stack: traceback.StackSummary | None = None
         self.warned = False
@@ -65,6 +68,12 @@ class Meta:
         self.should_reconnect: Callable[[Any], bool] | None = None  # unbound; redis-py >= 7
         self.sock: Any = None  # the socket ``poller`` watches
         self.poller: Any = None
+        # The fast paths (see ConnectionPool._borrow and release): ``plain`` when the
+        # connection is a tracked redis-py connection, with no cache proxy and redis-py's
+        # own should_reconnect; ``quick`` is ``poller`` when the socket is plain TCP or
+        # Unix (not TLS), so one poll(0) is the whole probe.
+        self.plain = False
+        self.quick: Any = None
 
 
 def new_signal() -> threading.Lock:
@@ -85,15 +94,23 @@ class Request:
 
     __slots__ = ("conn", "doomed", "error", "opening", "signal", "slot", "thread", "touched")
 
-    def __init__(self) -> None:
-        self.conn: Any = None
+    def __init__(self, conn: Any = None) -> None:
+        self.conn: Any = conn  # lent already (the fast path hands it on)
         self.slot = False
         self.doomed: list[tuple[Any, str]] | None = None
         self.opening: Any = None
         self.signal: threading.Lock | None = None
         self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
+        self.thread: int | None = None  # the waiting thread's ident
         self.touched = False  # the caller began checking ``conn``: its state is unknown
+
+
+def thread_name(ident: int | None) -> str:
+    """The name of the thread with ``ident``, for reports (``?`` if it has ended)."""
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return thread.name
+    return "?"
 
 
 def reclaimer(engine_ref: weakref.ref[Any], meta: Meta) -> Callable[[Any], None]:

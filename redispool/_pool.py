@@ -6,6 +6,11 @@ engine, probe the socket, undo session state, PING after idle, or open a new con
 with backoff. Return: ask redis-py's connection whether it is clean, then give it back
 to the engine, which hands it to the longest waiter. Whatever the engine says must be
 closed is closed here, outside the lock.
+
+Both have a fast path for the common case, decided once per pool and connection class
+(``Meta.plain``): a borrow that finds an idle connection and nothing else to do is one
+engine call and one ``poll(0)``; a return of a clean connection reads its state without
+a call. Everything else takes the full path, with the same guarantees.
 """
 
 from __future__ import annotations
@@ -14,11 +19,8 @@ import contextlib
 import logging
 import os
 import queue
-import random
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -30,30 +32,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import _connect, _events, _health, _tracking
 from ._compat import PoolViews, quiet_disconnect
 from ._control import PoolControl, all_pools
-from ._maintenance import maintainer
-from ._meta import Meta, Request, reclaimer
+from ._meta import Meta, Request
+from ._opening import LIFETIME_JITTER as LIFETIME_JITTER  # where it was before the split
+from ._opening import PoolOpening, remember_socket
 from ._options import PoolOptions, check_keywords, from_url_keywords, split_options
 from ._slots import Slots
-from .errors import PoolTimeout, ServerUnavailable
-
-try:  # redis-py >= 5.1: client-side caching
-    from redis.connection import CacheProxyConnection
-except ImportError:  # pragma: no cover - depends on the installed redis-py
-    CacheProxyConnection = None  # type: ignore[assignment,misc]
+from .errors import PoolTimeout
 
 log = logging.getLogger("redispool")
 
 _P = TypeVar("_P", bound="ConnectionPool")
 
-# Connections expire up to this fraction before max_lifetime, so they do not all
-# reconnect together and max_lifetime stays a true maximum.
-LIFETIME_JITTER = 0.1
 MIN_ROUND_TRIP = 0.001  # a round trip inside acquire needs at least this much time left
+_getpid = os.getpid
 
 _all_pools = all_pools  # the name tests/test_contrib_django.py imports
 
 
-class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ignore[override]  # redis-py fields as views
+class ConnectionPool(PoolControl, PoolViews, PoolOpening, redis.ConnectionPool):  # type: ignore[override]  # redis-py fields as views
     """A bounded, fair, thread-safe pool of redis-py connections.
 
     Accepted wherever ``redis.ConnectionPool`` or ``redis.BlockingConnectionPool`` is:
@@ -85,6 +81,12 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         self._fork_lock = threading.RLock()
         self._release_events = _events.watch(self)  # kept current by _events
         self._tracked_class = _tracking.tracked_class(connection_class)
+        # Decided once per pool: may borrow and return skip the full checks for connections
+        # whose class allows it (Meta.plain)? Not if a subclass overrides those checks.
+        self._plain = (
+            type(self)._check_out is ConnectionPool._check_out
+            and type(self)._return_verdict is ConnectionPool._return_verdict
+        )
         self._registered = False
         self._acquire_listeners: tuple[Callable[[float], None], ...] = ()
         self._init_state()
@@ -131,7 +133,7 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
 
         The arguments are accepted for redis-py < 5.3 callers and ignored.
         """
-        return self.acquire(self._options.timeout)
+        return self._borrow(self._options.timeout)
 
     def acquire(self, timeout: float | None = ...) -> Connection:  # type: ignore[assignment]
         """Borrow a connection, waiting at most ``timeout`` seconds (default: the pool's).
@@ -147,21 +149,54 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         """
         if timeout is ...:  # type: ignore[comparison-overlap]
             timeout = self._options.timeout
-        if self.pid != os.getpid():
+        return self._borrow(timeout)
+
+    def _borrow(self, timeout: float | None) -> Connection:
+        """The fast path: an idle connection that one ``poll(0)`` shows healthy, in two
+        steps (the engine's :meth:`~Slots.lend_idle`, then the probe). Anything else
+        (waiting, connecting, a PING after idle, a session to reset, a reclaim, an
+        unusual connection class) takes :meth:`_acquire`, with what was lent so far."""
+        if self.pid != _getpid():
             self._checkpid()
+        conn = None
+        if self._registered:
+            try:
+                conn = self._slots.lend_idle(self._options.ping_after_idle)
+                if conn is not None:
+                    meta: Meta = conn._rp_meta
+                    quick = meta.quick
+                    if (
+                        quick is not None
+                        and conn._sock is meta.sock
+                        and not quick.poll(0)
+                        and not conn._rp_dirt & _tracking.RESETTABLE
+                    ):
+                        if self._acquire_listeners:
+                            self._notify_acquired(0.0)
+                        return conn  # type: ignore[no-any-return]
+            except BaseException:
+                if conn is not None:  # untouched: back to the pool (or the next waiter)
+                    self._give_up(Request(conn))
+                raise
+        return self._acquire(timeout, conn)
+
+    def _acquire(self, timeout: float | None, lent: Any) -> Connection:
+        """Every borrow the fast path does not finish; ``lent`` is a connection it was
+        lent and did not finish checking (it is checked again here)."""
         if not self._registered and not self._slots.shut:
             self._register()
         start = time.monotonic()
         # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
         deadline = start + timeout if timeout else None
         slots = self._slots
-        req = Request()
+        req = Request(lent)
         try:
-            slots.take(req, timeout)
-            if req.doomed:
-                self._bury(req)
-            if req.signal is not None:
-                slots.wait(req, deadline, start)
+            if lent is None:
+                slots.take(req, timeout)
+                if req.doomed:
+                    self._bury(req)
+                if req.signal is not None:
+                    slots.wait(req, deadline, start)
             # An instance of connection_class, typed as redis-py types its pools' result.
             conn: Connection
             while (conn := req.conn) is not None:
@@ -238,7 +273,7 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         meta: Meta = conn._rp_meta
         sock = getattr(meta.real or conn, "_sock", None)
         if sock is not meta.sock:
-            _remember_socket(meta, sock)
+            remember_socket(meta, sock)
         state = _health.probe(conn, meta.poller)
         counters = self._slots.counters
         if state != "ok":
@@ -269,95 +304,6 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
                 return f"PING failed: {error}"
         return None
 
-    # ------------------------------------------------------------------ opening
-
-    def make_connection(self) -> Any:
-        """Construct (not connect) a connection from ``connection_kwargs`` as they are now."""
-        kwargs = dict(self.connection_kwargs)
-        conn = self._tracked_class(**kwargs)
-        cache = getattr(self, "cache", None)  # redis-py < 5.1 has no client-side caching
-        if cache is not None and CacheProxyConnection is not None:
-            conn = CacheProxyConnection(conn, cache, self._lock)  # type: ignore[abstract]
-        slots = self._slots
-        now = slots.clock()
-        lifetime = self._options.max_lifetime
-        expires = (
-            float("inf") if lifetime is None else now + lifetime * (1 - random.uniform(0, LIFETIME_JITTER))
-        )
-        meta = Meta(slots, slots.epoch, now, expires)
-        meta.ref = weakref.ref(conn, reclaimer(weakref.ref(slots), meta))
-        real = _tracking.inner(conn)
-        meta.real = real if real is not conn else None
-        meta.should_reconnect = getattr(type(conn), "should_reconnect", None)
-        conn._rp_meta = meta
-        return conn
-
-    def _open(self, req: Request, deadline: float | None, *, for_caller: bool) -> Any:
-        """Open a connection in the slot ``req`` holds; lend it to the caller or hand it
-        on. On failure the slot is freed and the connect error raised."""
-
-        def attempt() -> Any:
-            req.opening = conn = self.make_connection()
-            try:
-                _connect.connect_within(conn, deadline)
-            except BaseException as error:
-                quiet_disconnect(conn)
-                req.opening = None
-                self._connect_failed(error)
-                raise
-            return conn
-
-        try:
-            conn = _connect.open_with_backoff(attempt, deadline, self._circuit_gate)
-            _remember_socket(conn._rp_meta, _health.socket_of(conn))
-            with self._lock:
-                reopened = self._circuit.succeeded()
-                self._slots.opened(req, conn, for_caller)
-        except BaseException:
-            self._give_up(req)
-            raise
-        if reopened:
-            log.warning("Redis at %s answers again; pool %s stops failing fast", self._address(), self.name)
-        log.debug("opened connection #%d to %s", conn._rp_meta.id, self._address())
-        return conn
-
-    def open_into(self, req: Request, deadline: float | None) -> None:
-        """Open a connection in ``req``'s slot for the idle set or a waiter (upkeep)."""
-        self._open(req, deadline, for_caller=False)
-
-    def _circuit_gate(self) -> None:
-        with self._lock:
-            if self._circuit.may_attempt(time.monotonic()):
-                return
-            self._slots.counters.fail_fast += 1
-            since = time.monotonic() - (self._circuit.failing_since or time.monotonic())
-            cause = self._circuit.last_error
-        raise ServerUnavailable(
-            f"Redis at {self._address()} has refused connections for {since:.1f}s "
-            f"(last error: {cause}); failing fast until it answers again"
-        ) from cause
-
-    def _connect_failed(self, error: BaseException) -> None:
-        if not _connect.retryable(error):
-            return
-        with self._lock:
-            self._slots.counters.connect_errors += 1
-            opened = self._circuit.failed(time.monotonic(), error)
-        if opened:
-            log.warning(
-                "Redis at %s refused connections for %.1fs (%s); pool %s fails fast until it answers",
-                self._address(),
-                self._options.fail_fast_after,
-                error,
-                self.name,
-            )
-            maintainer.wake()
-
-    @property
-    def failing_fast(self) -> bool:
-        """True while Redis has refused connections long enough to fail fast."""
-        return self._circuit.is_open
-
     # ------------------------------------------------------------------ return
 
     def release(self, connection: Any) -> None:
@@ -370,14 +316,24 @@ class ConnectionPool(PoolControl, PoolViews, redis.ConnectionPool):  # type: ign
         """
         try:
             slots = self._slots
-            if self.pid != os.getpid():
+            if self.pid != _getpid():
                 return  # the parent's connection: its socket is not ours to touch
             meta = getattr(connection, "_rp_meta", None)
             if meta is None or meta.owner is not slots:
                 return  # not made by this pool
             if self._release_events:  # someone listens for AfterConnectionReleasedEvent
                 _events.before_return(self, connection, meta)
-            reason = slots.give_back(connection, meta, self._return_verdict)
+            if (
+                meta.plain
+                and connection._sock is not None
+                and not connection._rp_pending
+                and not connection._rp_dirt & _tracking.CLOSE_ON_RETURN
+                and not connection._should_reconnect
+            ):
+                # What _return_verdict would find, read without a call: nothing wrong.
+                reason = slots.give_back(connection, meta, None)
+            else:
+                reason = slots.give_back(connection, meta, self._return_verdict)
             if reason is None:
                 return
             # Still counted as closing: nobody can open a replacement before this close.
@@ -427,11 +383,3 @@ def _time_left(deadline: float | None) -> float | None:
     if left < MIN_ROUND_TRIP:
         raise _connect.DeadlinePassed("the acquire deadline passed while checking a connection")
     return left
-
-
-def _remember_socket(meta: Meta, sock: Any) -> None:
-    """Keep the connection's current socket on its meta: the borrow probe polls it, and
-    if the connection is leaked and collected, the reclaim closes it explicitly."""
-    if sock is not meta.sock:  # (re)connected since the last look: new poll object
-        meta.sock = sock
-        meta.poller = _health.poller_for(sock) if isinstance(sock, socket.socket) else None

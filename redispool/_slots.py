@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._meta import Lost, Meta, Request, borrow_stack, new_signal
+from ._expiry import Expiry
+from ._meta import Meta, Request, borrow_stack, new_signal
 from ._options import PoolOptions
 from ._stats import Counters
 from .errors import PoolClosed, PoolTimeout, TooManyWaiters
@@ -38,10 +39,13 @@ FORGOTTEN, RETIRED = -1, -2
 # At most one "pool too small" warning per pool in this many seconds.
 TIMEOUT_WARNING_INTERVAL = 10.0
 
+_get_ident = threading.get_ident
+
+# The caller's verdict on a returned connection itself (None: keep it). Locked.
 Verdict = Callable[[Any, Meta, float], "str | None"]
 
 
-class Slots:
+class Slots(Expiry):
     """The bounded FIFO slot and waiter engine of one pool (see the module docstring)."""
 
     def __init__(self, options: PoolOptions, name: str = "pool") -> None:
@@ -57,6 +61,7 @@ class Slots:
         self.waiters: deque[Request] = deque()
         self.epoch = 0  # bumped by drain() and reset(): older connections retire
         self.shut = False
+        self.over = False  # size may exceed max_connections (after resize() shrank it)
         self.counters = Counters()
         # --- end of guarded state ---
         self.options = options  # replaced whole (never mutated) by resize()
@@ -126,7 +131,7 @@ class Slots:
                     "shed load, raise max_waiting or max_connections"
                 )
             signal = new_signal()
-            req.thread = threading.current_thread()
+            req.thread = _get_ident()
             req.signal = signal
             self.waiters.append(req)
             self.counters.waits += 1
@@ -158,18 +163,57 @@ class Slots:
             log.warning("%s", error)
         raise error
 
+    def lend_idle(self, fresh: float | None) -> Any:
+        """The fast borrow: lend this thread the next idle connection and return it, if
+        that is all there is to do; else None, with nothing changed (then :meth:`take`).
+
+        Nothing is done here when callers are waiting, a collected connection must be
+        reaped, or the next idle connection is expired, drained, idle past max_idle or
+        idle for ``fresh`` seconds or more (it needs a PING first)."""
+        with self.lock:  # critical section: idle, in-use
+            idle = self.idle
+            if not idle or self.waiters or self.reclaimed or self.shut:
+                return None
+            opts = self.options
+            lifo = opts.idle_order == "lifo"
+            conn = idle[-1] if lifo else idle[0]
+            meta: Meta = conn._rp_meta
+            now = self.clock()
+            quiet = now - meta.last_used
+            if (
+                now >= meta.expires
+                or meta.epoch != self.epoch
+                or (opts.max_idle is not None and quiet >= opts.max_idle)
+                or (fresh is not None and quiet >= fresh)
+            ):
+                return None
+            if lifo:
+                idle.pop()
+            else:
+                idle.popleft()
+            meta.holder = _get_ident()
+            meta.uses += 1
+            self.in_use[meta] = None
+            self.counters.borrows += 1
+            if opts.leak_warning_after is not None:
+                self._note_borrow(meta)
+            return conn
+
     def lend(self, conn: Any, req: Request) -> None:
         """Record ``conn`` as lent to ``req``, borrowed by this thread.  Locked."""
         meta: Meta = conn._rp_meta
-        meta.holder = threading.current_thread()
+        meta.holder = _get_ident()
         meta.uses += 1
         self.in_use[meta] = None
         req.conn = conn
         self.counters.borrows += 1
         if self.options.leak_warning_after is not None:
-            meta.borrowed_at = self.clock()
-            meta.warned = False
-            meta.stack = borrow_stack()
+            self._note_borrow(meta)
+
+    def _note_borrow(self, meta: Meta) -> None:  # for leak warnings.  Locked.
+        meta.borrowed_at = self.clock()
+        meta.warned = False
+        meta.stack = borrow_stack()
 
     def retire(self, req: Request, reason: str) -> None:
         """``req.conn`` failed its checkout: it becomes doomed, the caller closes it and
@@ -246,10 +290,14 @@ class Slots:
 
     # ------------------------------------------------------------------ returning
 
-    def give_back(self, conn: Any, meta: Meta, verdict: Verdict) -> str | None:
+    def give_back(self, conn: Any, meta: Meta, verdict: Verdict | None) -> str | None:
         """Take back a borrowed connection; return why it must be closed (it stays
-        counted as closing until :meth:`closed`), or None: pooled, or a double release."""
-        me = threading.current_thread()
+        counted as closing until :meth:`closed`), or None: pooled, or a double release.
+
+        ``verdict`` judges the connection itself; None when the caller already knows
+        there is nothing wrong with it. The engine adds its own reasons (shutdown,
+        lifetime, drain, a shrunk pool)."""
+        me = _get_ident()
         with self.lock:  # critical section: in-use set and handoff
             if meta not in self.in_use:
                 if meta.epoch == FORGOTTEN:  # borrowed when reset() forgot it: close it once
@@ -257,19 +305,25 @@ class Slots:
                     self.closing.add(meta)
                     return "returned after reset()"
                 return None  # double release
-            if meta.released_by is me and meta.holder is not me and meta.holder is not None:
+            if meta.released_by == me and meta.holder != me and meta.holder is not None:
                 # This thread already returned it once; someone else borrowed it since.
                 # Returning it again would let two borrowers share it.
                 self.counters.double_releases += 1
                 return None
             del self.in_use[meta]
-            self.counters.returns += 1
+            counters = self.counters
+            counters.returns += 1
             meta.released_by = me
             meta.last_used = now = self.clock()
-            try:
-                reason = verdict(conn, meta, now)
-            except Exception as error:  # a broken connection object: never pool it
-                reason = f"return check failed: {error!r}"
+            if verdict is not None:
+                try:
+                    reason = verdict(conn, meta, now)
+                except Exception as error:  # a broken connection object: never pool it
+                    reason = f"return check failed: {error!r}"
+            elif now >= meta.expires or meta.epoch != self.epoch or self.shut or self.over:
+                reason = self.retire_reason(meta, now)
+            else:
+                reason = None
             if reason is None:
                 self.put(conn)
             else:
@@ -282,7 +336,7 @@ class Slots:
         with self.lock:
             if meta in self.closing:
                 return "release interrupted"
-            if meta in self.in_use and meta.holder is threading.current_thread():
+            if meta in self.in_use and meta.holder == _get_ident():
                 del self.in_use[meta]
                 self.counters.returns += 1
                 meta.released_by = meta.holder
@@ -296,16 +350,6 @@ class Slots:
             for meta in metas:
                 self.closing.discard(meta)
             self.serve_slots()
-
-    def retire_reason(self, meta: Meta, now: float) -> str | None:
-        """The engine's reasons not to keep a returned connection, counted.  Locked."""
-        if self.shut:
-            return "pool shut down"
-        if (aged := self._aged(meta, now)) is not None:
-            return aged
-        if self.size() + 1 > self.options.max_connections:
-            return "pool shrunk"
-        return None
 
     # ------------------------------------------------------------------ handoff
 
@@ -337,87 +381,7 @@ class Slots:
             assert waiter.signal is not None
             waiter.signal.release()
 
-    def _pop_idle(self, req: Request) -> Any:
-        """Pop the next usable idle connection; expired ones become doomed.  Locked."""
-        idle = self.idle
-        now = self.clock()
-        opts = self.options
-        while idle:
-            conn = idle.pop() if opts.idle_order == "lifo" else idle.popleft()
-            meta = conn._rp_meta
-            # The common case inline, without a call: not expired, drained or idle too long.
-            if (
-                now < meta.expires
-                and meta.epoch == self.epoch
-                and (opts.max_idle is None or now - meta.last_used < opts.max_idle)
-            ):
-                return conn
-            reason = self.expired(meta, now, len(idle) + 1)
-            if reason is None:
-                return conn
-            self.closing.add(conn._rp_meta)
-            req.doomed = [*(req.doomed or ()), (conn, reason)]
-        return None
-
-    def _aged(self, meta: Meta, now: float) -> str | None:  # lifetime or drain, counted.  Locked.
-        if now >= meta.expires:
-            self.counters.retired_lifetime += 1
-            return "max_lifetime reached"
-        if meta.epoch != self.epoch:
-            self.counters.drained += 1
-            return "drained"
-        return None
-
-    def expired(self, meta: Meta, now: float, idle_count: int) -> str | None:
-        """Why an idle connection must close now, counted; None to keep it.  Locked.
-        ``idle_count`` counts this one: max_idle never goes below min_idle; lifetime,
-        drain do."""
-        if (aged := self._aged(meta, now)) is not None:
-            return aged
-        max_idle = self.options.max_idle
-        if max_idle is not None and now - meta.last_used >= max_idle and idle_count > self.options.min_idle:
-            self.counters.evicted_idle += 1
-            return "max_idle reached"
-        return None
-
-    def reap_reclaimed(self, req: Request | None = None) -> list[Meta]:
-        """Slots of borrowed connections that were garbage-collected become closing
-        (their sockets outlive them on the meta); returns their metas.  Locked."""
-        lost = []
-        while self.reclaimed:
-            meta = self.reclaimed.popleft()
-            if meta in self.in_use:
-                del self.in_use[meta]
-                self.counters.reclaimed += 1
-                self.closing.add(meta)
-                lost.append(meta)
-        if req is not None and lost:
-            req.doomed = [*(req.doomed or ()), *((Lost(m), "reclaimed") for m in lost)]
-        return lost
-
     # ------------------------------------------------------------------ control
-
-    def evict_idle(self, reason: str, doomed: Callable[[Any], bool] | None = None) -> list[tuple[Any, str]]:
-        """Idle connections (all, or those ``doomed`` picks) become closing.  Locked."""
-        keep: deque[Any] = deque()
-        out = []
-        for conn in self.idle:
-            if doomed is None or doomed(conn):
-                self.closing.add(conn._rp_meta)
-                out.append((conn, reason))
-            else:
-                keep.append(conn)
-        self.idle = keep
-        return out
-
-    def shrink_to_fit(self) -> list[tuple[Any, str]]:
-        """Idle connections beyond ``max_connections`` become closing.  Locked."""
-        out = []
-        for _ in range(min(len(self.idle), self.size() - self.options.max_connections)):
-            conn = self.idle.popleft()
-            self.closing.add(conn._rp_meta)
-            out.append((conn, "pool shrunk"))
-        return out
 
     def forget_in_use(self) -> None:
         """Stop counting borrowed connections (reset()); each is closed when returned.  Locked."""

@@ -63,6 +63,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# Command names (args[0], as sent) that change no session state, learnt by _rp_note:
+# the next command with one of them skips it. Bounded: callers pick the names.
+_PLAIN_NAMES: set[Any] = set()
+_MAX_PLAIN_NAMES = 1024
+
+
+def _plain(name: Any) -> bool:
+    try:
+        return name in _PLAIN_NAMES
+    except TypeError:  # unhashable: never learnt
+        return False
+
+
 class TrackedConnection(AbstractConnection):
     """Mixin placed in front of the user's connection class by the pool.
 
@@ -73,11 +86,12 @@ class TrackedConnection(AbstractConnection):
 
     _rp_pending: int = 0
     _rp_dirt: int = 0
+    _should_reconnect = False  # redis-py >= 7 sets it on the instance (maintenance)
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._rp_pending += 1
-        if args:
+        if args and not _plain(args[0]):
             self._rp_note(args)
 
     def pack_commands(self, commands: Iterable[Sequence[Any]]) -> Any:
@@ -86,7 +100,7 @@ class TrackedConnection(AbstractConnection):
         packed = super().pack_commands(commands)  # type: ignore[no-untyped-call]
         self._rp_pending += len(commands)
         for args in commands:
-            if args:
+            if args and not _plain(args[0]):
                 self._rp_note(args)
         return packed
 
@@ -96,7 +110,8 @@ class TrackedConnection(AbstractConnection):
         except ResponseError:
             self._rp_consumed()  # an error reply is still a reply
             raise
-        self._rp_consumed()
+        if self._rp_pending:  # _rp_consumed(), inline: this runs for every reply
+            self._rp_pending -= 1
         return response
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
@@ -113,6 +128,8 @@ class TrackedConnection(AbstractConnection):
         words = _text(args[0]).upper().split()
         head = words[0] if words else ""
         if head not in _INTERESTING:
+            if isinstance(args[0], (str, bytes)) and len(_PLAIN_NAMES) < _MAX_PLAIN_NAMES:
+                _PLAIN_NAMES.add(args[0])
             return
         rest = words[1:] + [_text(a) for a in args[1:]]
         if head in _STICKY:
