@@ -183,3 +183,22 @@ def test_probe_detects_a_killed_tls_session(
 
 def test_certificates_are_files(certs: Certificates) -> None:
     assert all(Path(p).stat().st_size > 0 for p in vars(certs).values())
+
+
+def test_tls_connections_take_the_full_checkout_probe(
+    server: RedisServer, certs: Certificates, client_cert: dict[str, Any], make_pool: Any
+) -> None:
+    # poll() cannot tell a TLS session ticket from a reply: every TLS borrow takes the
+    # full probe (_health._probe_tls), never the fast path's poll(0) alone.
+    pool = make_pool(tls_url(server), ssl_ca_certs=str(certs.ca), ping_after_idle=None, **client_cert)
+    client = redis.Redis(connection_pool=pool)
+    assert client.ping()
+    full: list[Any] = []
+    acquire = pool._acquire
+    pool._acquire = lambda *args: full.append(args) or acquire(*args)
+    for i in range(5):
+        assert client.set("tls:fast", i) and client.get("tls:fast") == str(i).encode()
+    assert len(full) == 10
+    with pool.connection() as conn:
+        assert conn._rp_meta.plain and conn._rp_meta.quick is None
+    assert field_counts(pool)["connects"] == 1
