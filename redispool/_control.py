@@ -16,7 +16,7 @@ import weakref
 from typing import Any, cast
 
 from . import _lifecycle
-from ._compat import quiet_disconnect
+from ._compat import quiet_disconnect, unlink
 from ._maintenance import maintainer
 from ._meta import Lost
 from ._options import PoolOptions
@@ -69,6 +69,7 @@ class PoolControl:
             return
         log.debug("closing connection #%s: %s", getattr(getattr(conn, "_rp_meta", None), "id", "?"), reason)
         quiet_disconnect(conn)
+        unlink(conn)  # never lent again
 
     def _close_all(self, doomed: list[tuple[Any, str]]) -> None:
         for conn, reason in doomed:

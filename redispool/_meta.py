@@ -92,7 +92,7 @@ class Request:
     ``signal`` exists while queued: acquired at birth, released on handoff.
     """
 
-    __slots__ = ("conn", "doomed", "error", "opening", "signal", "slot", "thread", "touched")
+    __slots__ = ("conn", "doomed", "error", "opening", "queued", "signal", "slot", "thread", "touched")
 
     def __init__(self, conn: Any = None) -> None:
         self.conn: Any = conn  # lent already (the fast path hands it on)
@@ -102,6 +102,7 @@ class Request:
         self.signal: threading.Lock | None = None
         self.error: BaseException | None = None
         self.thread: int | None = None  # the waiting thread's ident
+        self.queued = 0.0  # when it joined the queue (time.monotonic())
         self.touched = False  # the caller began checking ``conn``: its state is unknown
 
 

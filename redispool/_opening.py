@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from . import _connect, _health, _tracking
-from ._compat import quiet_disconnect
+from ._compat import quiet_disconnect, unlink
 from ._maintenance import maintainer
 from ._meta import Meta, Request, reclaimer
 from ._options import PoolOptions
@@ -96,6 +96,7 @@ class PoolOpening:
                 _connect.connect_within(conn, deadline)
             except BaseException as error:
                 quiet_disconnect(conn)
+                unlink(conn)
                 req.opening = None
                 self._connect_failed(error)
                 raise

@@ -160,6 +160,8 @@ class ConnectionPool(PoolControl, PoolViews, PoolOpening, redis.ConnectionPool):
             self._checkpid()
         conn = None
         if self._registered:
+            listeners = self._acquire_listeners
+            start = time.monotonic() if listeners else 0.0
             try:
                 conn = self._slots.lend_idle(self._options.ping_after_idle)
                 if conn is not None:
@@ -171,26 +173,28 @@ class ConnectionPool(PoolControl, PoolViews, PoolOpening, redis.ConnectionPool):
                         and not quick.poll(0)
                         and not conn._rp_dirt & _tracking.RESETTABLE
                     ):
-                        if self._acquire_listeners:
-                            self._notify_acquired(0.0)
+                        if listeners:
+                            self._notify_acquired(time.monotonic() - start)
                         return conn  # type: ignore[no-any-return]
+                    lent, conn = conn, None  # from here on, _acquire gives it back
+                    return self._acquire(timeout, lent)
             except BaseException:
                 if conn is not None:  # untouched: back to the pool (or the next waiter)
                     self._give_up(Request(conn))
                 raise
-        return self._acquire(timeout, conn)
+        return self._acquire(timeout, None)
 
     def _acquire(self, timeout: float | None, lent: Any) -> Connection:
         """Every borrow the fast path does not finish; ``lent`` is a connection it was
         lent and did not finish checking (it is checked again here)."""
-        if not self._registered and not self._slots.shut:
-            self._register()
-        start = time.monotonic()
-        # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
-        deadline = start + timeout if timeout else None
-        slots = self._slots
         req = Request(lent)
+        start = time.monotonic()
         try:
+            if not self._registered and not self._slots.shut:
+                self._register()
+            # timeout=0 means "do not queue"; a connect is then bounded by socket_connect_timeout.
+            deadline = start + timeout if timeout else None
+            slots = self._slots
             if lent is None:
                 slots.take(req, timeout)
                 if req.doomed:

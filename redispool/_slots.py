@@ -132,6 +132,7 @@ class Slots(Expiry):
                 )
             signal = new_signal()
             req.thread = _get_ident()
+            req.queued = time.monotonic()
             req.signal = signal
             self.waiters.append(req)
             self.counters.waits += 1
@@ -141,27 +142,27 @@ class Slots(Expiry):
         at ``deadline``, or the error shutdown() handed it."""
         assert req.signal is not None
         remaining = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        req.signal.acquire(timeout=remaining)
-        with self.lock:
-            waited = time.monotonic() - start
-            self.counters.wait_time_total += waited
-            self.counters.wait_time_max = max(self.counters.wait_time_max, waited)
-            if req.conn is None and not req.slot and req.error is None:
-                # Nobody served us before the deadline: leave the queue. Anything handed
-                # over after this point goes to the next waiter, so nothing is lost.
-                self.waiters.remove(req)
-                self.counters.timeouts += 1
-                error = self.timeout_error(waited)
-                warn = self._should_warn_timeout()
-            else:
-                if req.error is not None:
-                    raise req.error
-                if req.conn is not None and self.options.leak_warning_after is not None:
-                    req.conn._rp_meta.stack = borrow_stack()
-                return
-        if warn:
-            log.warning("%s", error)
-        raise error
+        if not req.signal.acquire(timeout=remaining):
+            error = None
+            with self.lock:
+                if req.conn is None and not req.slot and req.error is None:
+                    # Nobody served us before the deadline: leave the queue. Anything
+                    # handed over after this point goes to the next waiter: nothing is lost.
+                    self.waiters.remove(req)
+                    self._count_wait(req)
+                    self.counters.timeouts += 1
+                    error = self.timeout_error(time.monotonic() - start)
+                    warn = self._should_warn_timeout()
+            if error is not None:
+                if warn:
+                    log.warning("%s", error)  # outside the lock: logging may do I/O
+                raise error
+        # Served (perhaps just as the deadline passed): whoever released the signal handed
+        # us a connection, a slot or an error, and counted our wait, under the lock.
+        if req.error is not None:
+            raise req.error
+        if req.conn is not None and self.options.leak_warning_after is not None:
+            req.conn._rp_meta.stack = borrow_stack()  # the connection is ours alone now
 
     def lend_idle(self, fresh: float | None) -> Any:
         """The fast borrow: lend this thread the next idle connection and return it, if
@@ -366,11 +367,22 @@ class Slots(Expiry):
                 meta.borrowed_at = self.clock()
                 meta.warned = False  # the waiter records its own stack when it wakes
             waiter.conn = conn
-            assert waiter.signal is not None
-            waiter.signal.release()
+            self._wake(waiter)
         else:
             meta.holder = None
             self.idle.append(conn)
+
+    def _wake(self, waiter: Request) -> None:
+        """``waiter`` was served: count its wait and wake it.  Locked."""
+        self._count_wait(waiter)
+        assert waiter.signal is not None
+        waiter.signal.release()
+
+    def _count_wait(self, waiter: Request) -> None:  # Locked.
+        waited = time.monotonic() - waiter.queued
+        self.counters.wait_time_total += waited
+        if waited > self.counters.wait_time_max:
+            self.counters.wait_time_max = waited
 
     def serve_slots(self) -> None:
         """Give free capacity to waiters, oldest first.  Locked."""
@@ -378,8 +390,7 @@ class Slots(Expiry):
             waiter = self.waiters.popleft()
             self.connecting += 1
             waiter.slot = True
-            assert waiter.signal is not None
-            waiter.signal.release()
+            self._wake(waiter)
 
     # ------------------------------------------------------------------ control
 
@@ -396,8 +407,7 @@ class Slots(Expiry):
         self.waiters.clear()
         for waiter in waiters:
             waiter.error = PoolClosed(f"pool {self.name} was shut down while waiting")
-            assert waiter.signal is not None
-            waiter.signal.release()
+            self._wake(waiter)
 
     def timeout_error(self, waited: float) -> PoolTimeout:  # the message names the fix
         return PoolTimeout(

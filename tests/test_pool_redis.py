@@ -3,9 +3,11 @@ fork safety and a concurrency stress run."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -233,3 +235,30 @@ def test_fork_child_gets_fresh_pool_and_parent_keeps_working(
     assert child_connects == "1"  # and its pool started fresh
     assert r.client_id() == parent_id  # the parent's connection survived the child's exit
     assert r.get(key + "child") == b"yes"
+
+
+def test_a_closed_connection_is_freed_without_the_cyclic_collector(
+    redis_url: str, make_pool: Callable[..., redispool.ConnectionPool]
+) -> None:
+    # redis-py >= 7 links a connection and its maintenance handlers both ways; the pool
+    # unlinks them when it closes a connection, so it (and its read buffer) is freed at
+    # once rather than at the cyclic collector's next full pass.
+    pool = make_pool(redis_url, max_connections=2)
+    gc.collect()
+    gc.disable()
+    try:
+        gone = []
+        for dirty in (True, False):
+            conn = pool.get_connection()
+            if dirty:
+                conn.send_command("PING")  # its reply is never read: closed on return
+            else:
+                pool.drain()  # closed on return too
+            ref = weakref.ref(conn)
+            pool.release(conn)
+            del conn
+            gone.append(ref() is None)
+        assert gone == [True, True]
+        assert pool.stats()["size"] == 0
+    finally:
+        gc.enable()
