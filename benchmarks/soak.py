@@ -9,7 +9,9 @@ half, threads alternate between ``redis.Redis`` over the pool and ``redispool.Cl
 It reports the slope (linear fit) of this process's RSS and open file descriptors, the
 wrong replies (must be 0), the errors by type, and the pools' ``stats()`` gauges after
 the run next to those after the warm-up (no growth allowed). Exit status 1 on a wrong
-reply, a pool not at rest, or a broken stats invariant.
+reply, a pool not at rest, a broken stats invariant, or more open file descriptors at the
+end than at the start. To tell a leak from memory the allocator keeps, it also reports
+malloc's bytes in use, RSS by region and the second half's RSS slope (docs/reliability.md).
 
     sudo .venv/bin/python benchmarks/soak.py                   # 10 minutes
     sudo .venv/bin/python benchmarks/soak.py --duration 180    # 3 minutes
@@ -275,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grew {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks):")
             for line in stat.traceback.format()[-8:]:
                 print(f"    {line}")
+    if samples[-1][2] > samples[0][2]:
+        problems.append(f"open file descriptors grew: {samples[0][2]} -> {samples[-1][2]}")
     for text in wrong[:5]:
         print(f"WRONG: {text}")
     for problem in problems:

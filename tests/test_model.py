@@ -110,6 +110,20 @@ class EngineMachine(RuleBasedStateMachine):
         self._settle(req)
 
     @rule()
+    def borrow_fast(self) -> None:
+        # The pool's fast path: lend_idle() lends only when take() would lend the same
+        # idle connection at once (nobody waiting, nothing to reap or retire).
+        idle_before = list(self.slots.idle)
+        waiting = bool(self.slots.waiters)
+        conn = self.slots.lend_idle(None)
+        if conn is None:
+            assert list(self.slots.idle) == idle_before  # nothing changed
+            return
+        assert not waiting and not self.slots.shut
+        assert conn.open and conn is idle_before[-1]  # LIFO, as take() pops
+        self.held.append(conn)
+
+    @rule()
     def queue(self) -> None:
         req = Request()
         try:
