@@ -1,9 +1,9 @@
-"""The redis-facing pool: redis-py compatibility, checkout health, opening, return verdicts.
+"""The redis-facing pool: redis-py compatibility, checkout health, the fast paths, return verdicts.
 
 The slots, the waiters and their one lock live in the engine (:mod:`redispool._slots`);
 this layer decides what a Redis connection needs at each step. Checkout: take from the
 engine, probe the socket, undo session state, PING after idle, or open a new connection
-with backoff. Return: ask redis-py's connection whether it is clean, then give it back
+(``_opening.py``). Return: ask redis-py's connection whether it is clean, then give it back
 to the engine, which hands it to the longest waiter. Whatever the engine says must be
 closed is closed here, outside the lock.
 
