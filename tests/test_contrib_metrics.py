@@ -319,7 +319,10 @@ def _children(pid: int) -> set[int]:
     """Live child pids of ``pid`` (Linux /proc): gunicorn's workers."""
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(p) for p in (task / "children").read_text().split())
+        try:
+            found.update(int(p) for p in (task / "children").read_text().split())
+        except FileNotFoundError:  # that thread of gunicorn's ended since the listing
+            continue
     return found
 
 
