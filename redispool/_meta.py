@@ -134,8 +134,14 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def borrow_stack() -> traceback.StackSummary:
-    """The caller's stack, without redispool's own frames, for leak warnings."""
-    frames = traceback.extract_stack(limit=LEAK_STACK_LIMIT)
+    """The caller's stack, without redispool's own frames, for leak warnings.
+
+    Recorded under the pool lock, so no source line is read here: each frame's line is
+    looked up (from the files, through linecache) only when a warning formats it."""
+    frames = traceback.StackSummary.extract(
+        traceback.walk_stack(None), limit=LEAK_STACK_LIMIT, lookup_lines=False
+    )
+    frames.reverse()  # oldest first, as extract_stack() gives them
     return traceback.StackSummary.from_list(
         [f for f in frames if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
     )
